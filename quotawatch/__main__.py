@@ -1,0 +1,5 @@
+"""Entry point for ``python -m quotawatch``."""
+
+from quotawatch.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,164 @@
+"""The ``quotawatch`` command line: check, plan, cleanup, run, warn, config check."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from quotawatch import __version__
+from quotawatch.accounts import all_accounts, password_problems, select_accounts
+from quotawatch.config import Config, load_config
+from quotawatch.errors import ConfigError
+from quotawatch.logs import setup_logging
+from quotawatch.model import AccountReport
+from quotawatch.secrets import SecretCache
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def _add_common(
+    p: argparse.ArgumentParser, *, accounts: bool = True, json_out: bool = True
+) -> None:
+    p.add_argument(
+        "--config",
+        "-c",
+        default="/etc/quotawatch/quotawatch.yaml",
+        help="config file (default: %(default)s)",
+    )
+    if accounts:
+        p.add_argument(
+            "--account",
+            "-a",
+            action="append",
+            metavar="NAME",
+            help="only this account (repeatable)",
+        )
+    if json_out:
+        p.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="quotawatch",
+        description="Watch mailbox quotas, warn users in time, free space by rules.",
+    )
+    parser.add_argument("--version", action="version", version=f"quotawatch {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="default: %(default)s",
+    )
+    parser.add_argument("--log-format", default="text", choices=["text", "json"])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("check", help="show each account's quota and folders, largest first")
+    _add_common(p)
+    p.add_argument(
+        "--folders",
+        type=int,
+        default=None,
+        metavar="N",
+        help="show only the N largest folders per account",
+    )
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("plan", help="show what the retention rules would remove (changes nothing)")
+    _add_common(p)
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("cleanup", help="apply the retention rules (dry run without --apply)")
+    _add_common(p)
+    p.add_argument("--apply", action="store_true", help="really delete, move or archive")
+    p.set_defaults(func=cmd_cleanup)
+
+    p = sub.add_parser("run", help="run the daemon: scheduled checks, cleanups, metrics, warnings")
+    _add_common(p, accounts=False, json_out=False)
+    p.add_argument("--once", action="store_true", help="run every account's job once and exit")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("warn", help="quota warning mails")
+    _add_common(p, json_out=False)
+    p.add_argument("--preview", action="store_true", help="print the mail instead of sending it")
+    p.set_defaults(func=cmd_warn)
+
+    p = sub.add_parser("config", help="config file tools")
+    csub = p.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
+    pc = csub.add_parser("check", help="validate a config file and report every problem")
+    pc.add_argument("file", nargs="?", help="config file (or --config)")
+    pc.add_argument("--config", "-c", default="/etc/quotawatch/quotawatch.yaml")
+    pc.set_defaults(func=cmd_config_check)
+    return parser
+
+
+def load(args: argparse.Namespace) -> tuple[Config, list[Any]]:
+    """Config and the selected accounts, or ConfigError."""
+    config = load_config(args.config)
+    accounts = all_accounts(config, args.config)
+    return config, select_accounts(accounts, getattr(args, "account", None))
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    path = args.file or args.config
+    config = load_config(path)
+    accounts = all_accounts(config, path)
+    problems = password_problems(accounts, SecretCache())
+    if problems:
+        raise ConfigError(path, problems)
+    print(f"{path}: OK ({len(accounts)} accounts, {len(config.rules)} rules)")
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from quotawatch.check import check_accounts
+    from quotawatch.output import render_check
+
+    config, accounts = load(args)
+    reports: list[AccountReport] = list(
+        check_accounts(accounts, SecretCache(), concurrency=config.schedule.concurrency)
+    )
+    if args.json:
+        print(
+            json.dumps({"accounts": [r.to_json() for r in reports]}, indent=2, ensure_ascii=False)
+        )
+    else:
+        print(render_check(reports, args.folders))
+    return EXIT_OK if all(r.ok for r in reports) else EXIT_FAILED
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    print("quotawatch plan: not implemented yet", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    print("quotawatch cleanup: not implemented yet", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    print("quotawatch run: not implemented yet", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def cmd_warn(args: argparse.Namespace) -> int:
+    print("quotawatch warn: not implemented yet", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+    try:
+        result: int = args.func(args)
+        return result
+    except ConfigError as exc:
+        for line in exc.lines():
+            print(line, file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,106 @@
+"""The exception hierarchy of quotawatch; every message is built in ``__init__``."""
+
+from __future__ import annotations
+
+
+class QuotawatchError(Exception):
+    """Base class of every error quotawatch raises on purpose."""
+
+    #: short machine-readable cause, used as the ``reason`` label of error metrics
+    reason = "error"
+
+
+class ConfigError(QuotawatchError):
+    """Raised when a config file cannot be read or does not validate; carries every problem."""
+
+    reason = "config"
+
+    def __init__(self, path: str, problems: list[tuple[str, str]]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        """One ``FILE: dotted.path: message`` line per problem."""
+        return [
+            f"{self.path}: {loc}: {msg}" if loc else f"{self.path}: {msg}"
+            for loc, msg in self.problems
+        ]
+
+
+class SecretError(QuotawatchError):
+    """Raised when a password file, credential or variable cannot be used; names it, never its value."""
+
+    reason = "config"
+
+    def __init__(self, source: str, problem: str) -> None:
+        self.source = source
+        super().__init__(f"{source}: {problem}")
+
+
+class MailboxError(QuotawatchError):
+    """Base class of errors talking to a mail server; the message names the account."""
+
+    reason = "protocol"
+
+    def __init__(self, account: str, detail: str) -> None:
+        self.account = account
+        self.detail = detail
+        super().__init__(f"{account}: {detail}")
+
+
+class ConnectError(MailboxError):
+    """Raised when the server cannot be reached (refused, unreachable, DNS)."""
+
+    reason = "connect"
+
+
+class ServerTimeout(MailboxError):
+    """Raised when the server does not answer within the configured timeout."""
+
+    reason = "timeout"
+
+
+class TLSError(MailboxError):
+    """Raised when TLS cannot be set up or the certificate does not verify; no credentials were sent."""
+
+    reason = "tls"
+
+
+class AuthError(MailboxError):
+    """Raised when the server refuses the login."""
+
+    reason = "auth"
+
+
+class CapabilityMissing(MailboxError):
+    """Raised when the server lacks a capability that an operation needs."""
+
+    reason = "capability"
+
+    def __init__(self, account: str, capability: str, needed_for: str = "") -> None:
+        self.capability = capability
+        why = f" (needed for {needed_for})" if needed_for else ""
+        super().__init__(account, f"server lacks {capability}{why}")
+
+
+class ProtocolError(MailboxError):
+    """Raised when the server answers a command with an error or something unparseable."""
+
+    reason = "protocol"
+
+
+class TemporaryServerError(MailboxError):
+    """Raised on a server's temporary refusal (POP3 IN-USE, LOGIN-DELAY, SYS/TEMP); retry later."""
+
+    reason = "temporary"
+
+
+class SafetyStop(QuotawatchError):
+    """Raised when a safety check stops a cleanup (a cap hit, UIDVALIDITY changed, unverifiable archive)."""
+
+    reason = "safety"
+
+    def __init__(self, account: str, detail: str) -> None:
+        self.account = account
+        super().__init__(f"{account}: {detail}")

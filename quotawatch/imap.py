@@ -1,0 +1,348 @@
+"""The IMAP mailbox session: TLS, login modes, quota, folders with sizes, and safe UID-based changes."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import ssl
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import imapclient
+from imapclient.exceptions import IMAPClientError, LoginError
+from imapclient.imap_utf7 import decode as decode_utf7
+from imapclient.imap_utf7 import encode as encode_utf7
+from imapclient.response_parser import parse_response
+from pydantic import SecretStr
+
+from quotawatch.config import Account, TlsMode
+from quotawatch.errors import (
+    AuthError,
+    CapabilityMissing,
+    ConnectError,
+    MailboxError,
+    ProtocolError,
+    ServerTimeout,
+    TLSError,
+)
+from quotawatch.mailbox import FolderSelection, MessageMeta, SearchQuery
+from quotawatch.model import FolderInfo, QuotaResource
+
+log = logging.getLogger(__name__)
+
+SPECIAL_USE = {"\\ALL", "\\ARCHIVE", "\\DRAFTS", "\\FLAGGED", "\\JUNK", "\\SENT", "\\TRASH"}
+#: UIDs per UID FETCH / STORE / EXPUNGE command, to keep command lines well under server limits
+UID_CHUNK = 2000
+
+
+def tls_context(ca_file: Any = None) -> ssl.SSLContext:
+    """A verifying client context: system store or ``ca_file``, host name checked, TLS 1.2+."""
+    ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def quote_mailbox(name: str) -> bytes:
+    """A mailbox name as an IMAP quoted string, modified-UTF-7 encoded."""
+    encoded: bytes = encode_utf7(name)
+    return b'"' + encoded.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
+def uid_ranges(uids: Sequence[int]) -> str:
+    """``1:3,7,9:10`` for [1, 2, 3, 7, 9, 10]."""
+    out: list[str] = []
+    ordered = sorted(set(uids))
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        out.append(str(ordered[i]) if i == j else f"{ordered[i]}:{ordered[j]}")
+        i = j + 1
+    return ",".join(out)
+
+
+def chunks(items: Sequence[Any], size: int = UID_CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+@contextlib.contextmanager
+def translate_errors(account: str, doing: str) -> Iterator[None]:
+    """Turn socket, TLS and IMAP library exceptions into quotawatch's MailboxError subclasses."""
+    try:
+        yield
+    except MailboxError:
+        raise
+    except ssl.SSLCertVerificationError as exc:
+        raise TLSError(
+            account,
+            f"TLS certificate not trusted while {doing}: {exc.verify_message or exc.reason}",
+        ) from None
+    except ssl.SSLError as exc:
+        raise TLSError(account, f"TLS failed while {doing}: {exc.reason or exc}") from None
+    except TimeoutError:
+        raise ServerTimeout(account, f"timed out while {doing}") from None
+    except LoginError as exc:
+        raise AuthError(account, f"login refused: {_text(exc).strip()[:200]}") from None
+    except (ConnectionRefusedError, socket.gaierror) as exc:
+        raise ConnectError(
+            account, f"cannot connect while {doing}: {exc.strerror or exc}"
+        ) from None
+    except (ConnectionError, EOFError) as exc:
+        raise ConnectError(account, f"connection lost while {doing}: {exc}") from None
+    except OSError as exc:
+        raise ConnectError(account, f"network error while {doing}: {exc.strerror or exc}") from None
+    except IMAPClientError as exc:
+        raise ProtocolError(
+            account, f"server error while {doing}: {_text(exc).strip()[:300]}"
+        ) from None
+
+
+class ImapSession:
+    """One logged-in IMAP connection to one account. Never sends a bare EXPUNGE or CLOSE."""
+
+    protocol = "imap"
+
+    def __init__(self, account: str, client: imapclient.IMAPClient) -> None:
+        self.account = account
+        self.client = client
+        self._caps: frozenset[str] = frozenset()
+        self._selected: str | None = None
+        self._selected_readonly = True
+        self._uidvalidity: int | None = None
+        self._refresh_capabilities()
+
+    # ------------------------------------------------------------------ connection
+    @classmethod
+    def connect(cls, account: Account, password: SecretStr) -> ImapSession:
+        """Connect, secure the link as configured, log in, and re-read capabilities."""
+        name = account.name
+        timeout = imapclient.SocketTimeout(connect=account.connect_timeout, read=account.timeout)
+        ctx = tls_context(account.ca_file)
+        with translate_errors(name, f"connecting to {account.host}:{account.effective_port}"):
+            client = imapclient.IMAPClient(
+                account.host,
+                port=account.effective_port,
+                ssl=account.tls is TlsMode.implicit,
+                ssl_context=ctx if account.tls is TlsMode.implicit else None,
+                timeout=timeout,
+            )
+        client._imap.debug = 0  # imaplib's own debug output could show AUTHENTICATE data
+        try:
+            with translate_errors(name, "starting TLS"):
+                if account.tls is TlsMode.starttls:
+                    caps = {_text(c).upper() for c in client.capabilities()}
+                    if "STARTTLS" not in caps:
+                        raise TLSError(
+                            name,
+                            "server does not offer STARTTLS; refusing to send "
+                            "credentials over an unencrypted link",
+                        )
+                    client.starttls(ctx)
+            session = cls(name, client)
+            with translate_errors(name, "logging in"):
+                session._login(account, password)
+            session._refresh_capabilities()
+            return session
+        except BaseException:
+            with contextlib.suppress(Exception):
+                client.shutdown()
+            raise
+
+    def _login(self, account: Account, password: SecretStr) -> None:
+        secret = password.get_secret_value()
+        if account.authorize_as:
+            if "AUTH=PLAIN" not in self._caps:
+                raise CapabilityMissing(self.account, "AUTH=PLAIN", "authorize_as")
+            self.client.plain_login(
+                account.username, secret, authorization_identity=account.authorize_as
+            )
+        elif "LOGINDISABLED" in self._caps and "AUTH=PLAIN" in self._caps:
+            self.client.plain_login(account.username, secret)
+        else:
+            self.client.login(account.username, secret)
+
+    def _refresh_capabilities(self) -> None:
+        self.client._cached_capabilities = None
+        with translate_errors(self.account, "reading capabilities"):
+            self._caps = frozenset(_text(c).upper() for c in self.client.capabilities())
+
+    def capabilities(self) -> frozenset[str]:
+        return self._caps
+
+    def close(self) -> None:
+        """LOGOUT (never CLOSE, which would expunge); errors are ignored."""
+        with contextlib.suppress(Exception):
+            self.client.logout()
+        with contextlib.suppress(Exception):
+            self.client.shutdown()
+
+    def __enter__(self) -> ImapSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _command(
+        self, command: bytes, *args: bytes, response: str | None = None, uid: bool = False
+    ) -> list[Any]:
+        """Send a raw command with pre-quoted arguments; return the named untagged responses."""
+        return list(
+            self.client._raw_command_untagged(
+                command, list(args), response_name=response or command.decode(), uid=uid
+            )
+        )
+
+    # ------------------------------------------------------------------ quota
+    def quota(self) -> tuple[tuple[QuotaResource, ...], tuple[str, ...]]:
+        """All quota roots and resources of INBOX; STORAGE converted from KiB to bytes."""
+        if "QUOTA" not in self._caps:
+            return (), ("server lacks QUOTA; no quota can be read",)
+        with translate_errors(self.account, "reading quota"):
+            self._command(b"GETQUOTAROOT", quote_mailbox("INBOX"), response="QUOTAROOT")
+            raw = self.client._imap.untagged_responses.pop("QUOTA", [])
+        resources = []
+        for root, triples in _pairs(parse_response([r for r in raw if r])):
+            items = list(triples)
+            for k in range(0, len(items) - 2, 3):
+                name = _text(items[k]).upper()
+                usage, limit = int(items[k + 1]), int(items[k + 2])
+                if name == "STORAGE":
+                    usage, limit = usage * 1024, limit * 1024
+                resources.append(
+                    QuotaResource(
+                        decode_utf7(root) if isinstance(root, bytes) else str(root),
+                        name,
+                        usage,
+                        limit,
+                    )
+                )
+        notes = () if resources else ("server reports no quota limit for INBOX",)
+        return tuple(resources), notes
+
+    # ------------------------------------------------------------------ folders
+    def folders(self) -> tuple[FolderInfo, ...]:
+        """Every selectable folder with message count and size, using the fewest round trips."""
+        with translate_errors(self.account, "listing folders"):
+            if "LIST-STATUS" in self._caps and "STATUS=SIZE" in self._caps:
+                return self._folders_list_status()
+            listed = self._list()
+            result = []
+            for name, special in listed:
+                if "STATUS=SIZE" in self._caps:
+                    st = self.client.folder_status(name, ["MESSAGES", "SIZE"])
+                    result.append(FolderInfo(name, int(st[b"MESSAGES"]), int(st[b"SIZE"]), special))
+                else:
+                    result.append(self._folder_by_fetch(name, special))
+            return tuple(result)
+
+    def _list(self) -> list[tuple[str, str | None]]:
+        """(name, special-use flag) of every selectable folder."""
+        out = []
+        for flags, _delim, name in self.client.list_folders():
+            upper = {_text(f).upper() for f in flags}
+            if "\\NOSELECT" in upper or "\\NONEXISTENT" in upper:
+                continue
+            out.append((str(name), _special(flags)))
+        return out
+
+    def _folders_list_status(self) -> tuple[FolderInfo, ...]:
+        imap = self.client._imap
+        typ, data = imap._simple_command(
+            "LIST", '""', '"*"', "RETURN (SPECIAL-USE STATUS (MESSAGES SIZE))"
+        )
+        self.client._checkok("list", typ, data)
+        lists = [x for x in imap.untagged_responses.pop("LIST", []) if x not in (b"", None)]
+        statuses = [x for x in imap.untagged_responses.pop("STATUS", []) if x not in (b"", None)]
+        sizes: dict[str, tuple[int, int]] = {}
+        for raw_name, items in _pairs(parse_response(statuses)):
+            values = dict(_pairs(items))
+            sizes[_mailbox_name(raw_name)] = (
+                int(values.get(b"MESSAGES", 0)),
+                int(values.get(b"SIZE", 0)),
+            )
+        result = []
+        parsed = parse_response(lists)
+        for k in range(0, len(parsed) - 2, 3):
+            flags, _delim, raw_name = parsed[k : k + 3]
+            upper = {_text(f).upper() for f in flags}
+            if "\\NOSELECT" in upper or "\\NONEXISTENT" in upper:
+                continue
+            name = _mailbox_name(raw_name)
+            messages, size = sizes.get(name, (0, 0))
+            if name not in sizes:  # a server may omit STATUS for some folders; ask for it directly
+                st = self.client.folder_status(name, ["MESSAGES", "SIZE"])
+                messages, size = int(st[b"MESSAGES"]), int(st[b"SIZE"])
+            result.append(FolderInfo(name, messages, size, _special(flags)))
+        return tuple(result)
+
+    def _folder_by_fetch(self, name: str, special: str | None) -> FolderInfo:
+        """Size without STATUS=SIZE: sum RFC822.SIZE fetched by UID, in chunks, read-only."""
+        self._select(name, readonly=True)
+        uids = sorted(self.client.search(["ALL"]))
+        total = 0
+        for part in chunks(uids):
+            fetched = self.client.fetch(uid_ranges(part), ["RFC822.SIZE"])
+            total += sum(int(v[b"RFC822.SIZE"]) for v in fetched.values())
+        return FolderInfo(name, len(uids), total, special)
+
+    def _select(self, folder: str, *, readonly: bool) -> int:
+        """SELECT/EXAMINE a folder (reusing the current selection when it fits); return UIDVALIDITY."""
+        if self._selected == folder and (readonly or not self._selected_readonly):
+            assert self._uidvalidity is not None
+            return self._uidvalidity
+        info = self.client.select_folder(folder, readonly=readonly)
+        self._selected, self._selected_readonly = folder, readonly
+        self._uidvalidity = int(info[b"UIDVALIDITY"])
+        return self._uidvalidity
+
+    # -------------------------------------------------------- retention (issue: retention)
+    def select_candidates(self, folder: str, query: SearchQuery) -> FolderSelection:
+        raise NotImplementedError
+
+    def message_meta(
+        self, folder: str, uidvalidity: int | None, uids: Sequence[int | str]
+    ) -> dict[int | str, MessageMeta]:
+        raise NotImplementedError
+
+    def fetch_message(self, folder: str, uidvalidity: int | None, uid: int | str) -> bytes:
+        raise NotImplementedError
+
+    def delete(self, folder: str, uidvalidity: int | None, uids: Sequence[int | str]) -> int:
+        raise NotImplementedError
+
+    def move(
+        self, folder: str, uidvalidity: int | None, uids: Sequence[int | str], target: str
+    ) -> int:
+        raise NotImplementedError
+
+    def commit(self) -> None:
+        """IMAP changes are final when UID EXPUNGE / UID MOVE return."""
+
+
+def _pairs(items: Sequence[Any]) -> Iterator[tuple[Any, Any]]:
+    items = list(items)
+    for k in range(0, len(items) - 1, 2):
+        yield items[k], items[k + 1]
+
+
+def _mailbox_name(raw: Any) -> str:
+    if isinstance(raw, int):
+        return str(raw)
+    return decode_utf7(raw) if isinstance(raw, bytes) else str(raw)
+
+
+def _special(flags: Sequence[Any]) -> str | None:
+    for f in flags:
+        text = _text(f)
+        if text.upper() in SPECIAL_USE:
+            return "\\" + text[1:].capitalize()
+    return None

@@ -1,0 +1,115 @@
+"""The one small interface to a mailbox, whatever the protocol, and the factory that picks one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from pydantic import SecretStr
+
+from quotawatch.config import Account
+from quotawatch.model import FolderInfo, QuotaResource
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """Server-side selection of retention candidates in one folder.
+
+    ``before`` is compared with the date named by ``age``: ``saved`` (time in this folder),
+    ``received`` (INTERNALDATE) or ``sent`` (Date header). ``None`` means no age limit.
+    """
+
+    before: datetime | None = None
+    age: str = "saved"
+    larger_than: int | None = None
+    exclude_flagged: bool = True
+    exclude_unseen: bool = False
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A message that matched a SearchQuery; ``uid`` is an IMAP UID or a POP3 UIDL."""
+
+    uid: int | str
+    size: int
+    date: datetime | None
+
+
+@dataclass(frozen=True)
+class FolderSelection:
+    """The candidates of one folder at one UIDVALIDITY, with the folder's total message count."""
+
+    folder: str
+    uidvalidity: int | None
+    total_messages: int
+    candidates: tuple[Candidate, ...]
+    #: True when ``before`` was applied by the server to the requested date (SAVEDATE, INTERNALDATE);
+    #: False when the caller must decide age itself (first-seen records)
+    age_applied: bool = True
+    all_uids: tuple[int | str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MessageMeta:
+    """What the audit log records of a message."""
+
+    uid: int | str
+    size: int
+    message_id: str | None
+    internaldate: datetime | None
+
+
+class MailboxSession(Protocol):
+    """What the planner, executor and checks need from a logged-in mailbox."""
+
+    account: str
+    protocol: str
+
+    def capabilities(self) -> frozenset[str]: ...
+
+    def quota(self) -> tuple[tuple[QuotaResource, ...], tuple[str, ...]]:
+        """Quota resources and notes (e.g. "server lacks QUOTA")."""
+        ...
+
+    def folders(self) -> tuple[FolderInfo, ...]: ...
+
+    def select_candidates(self, folder: str, query: SearchQuery) -> FolderSelection: ...
+
+    def message_meta(
+        self, folder: str, uidvalidity: int | None, uids: Sequence[int | str]
+    ) -> dict[int | str, MessageMeta]: ...
+
+    def fetch_message(self, folder: str, uidvalidity: int | None, uid: int | str) -> bytes: ...
+
+    def delete(self, folder: str, uidvalidity: int | None, uids: Sequence[int | str]) -> int:
+        """Remove exactly these messages; return how many were removed."""
+        ...
+
+    def move(
+        self, folder: str, uidvalidity: int | None, uids: Sequence[int | str], target: str
+    ) -> int: ...
+
+    def commit(self) -> None:
+        """Make deletions final (POP3: QUIT); a no-op where deletions are immediate."""
+        ...
+
+    def close(self) -> None:
+        """Log out; never expunges anything."""
+        ...
+
+
+SessionFactory = Callable[[Account, SecretStr], MailboxSession]
+
+
+def open_session(account: Account, password: SecretStr) -> MailboxSession:
+    """Connect and log in with the protocol the account names."""
+    if account.protocol == "pop3":
+        from quotawatch.pop3 import Pop3Session  # type: ignore[import-not-found]
+
+        session: MailboxSession = Pop3Session.connect(account, password)
+        return session
+    from quotawatch.imap import ImapSession
+
+    return ImapSession.connect(account, password)

@@ -1,0 +1,97 @@
+"""Human-readable tables for the CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from quotawatch.model import AccountReport
+from quotawatch.units import format_percent, format_size
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: Iterable[int] = ()) -> str:
+    """An aligned plain-text table; columns in ``right`` are right-aligned."""
+    rows = [list(map(str, r)) for r in rows]
+    widths = [len(h) for h in headers]
+    for r in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, r, strict=True)]
+    right_set = set(right)
+
+    def fmt(cells: Sequence[str]) -> str:
+        out = [
+            c.rjust(w) if i in right_set else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "  ".join(out).rstrip()
+
+    return "\n".join([fmt(headers), fmt(["-" * w for w in widths]), *map(fmt, rows)])
+
+
+def _quota_line(report: AccountReport) -> str:
+    snap = report.snapshot
+    assert snap is not None
+    if not snap.quota:
+        return "quota: none reported" + (f" ({'; '.join(snap.notes)})" if snap.notes else "")
+    parts = []
+    for q in snap.quota:
+        if q.resource == "STORAGE":
+            used = f"{format_size(q.usage)} of {format_size(q.limit)}"
+        else:
+            used = f"{q.usage} of {q.limit} {q.resource.lower()}"
+        parts.append(f"{used} ({format_percent(q.ratio)})")
+    return "quota: " + ", ".join(parts)
+
+
+def render_check(reports: Sequence[AccountReport], max_folders: int | None = None) -> str:
+    """The ``check`` report: a summary table, then each account's folders largest first."""
+    summary = []
+    for r in reports:
+        snap = r.snapshot
+        storage = snap.storage() if snap else None
+        summary.append(
+            [
+                r.name,
+                r.protocol,
+                "ok" if r.ok else "FAILED",
+                format_size(storage.usage) if storage else "-",
+                format_size(storage.limit) if storage else "-",
+                format_percent(snap.usage_ratio if snap else None),
+                str(sum(f.messages for f in snap.folders)) if snap else "-",
+            ]
+        )
+    out = [
+        table(
+            ["ACCOUNT", "PROTO", "STATUS", "USED", "LIMIT", "USE%", "MESSAGES"],
+            summary,
+            right=(3, 4, 5, 6),
+        )
+    ]
+    for r in reports:
+        out.append("")
+        if not r.ok:
+            out.append(f"{r.name}: FAILED: {r.error}")
+            continue
+        assert r.snapshot is not None
+        out.append(f"{r.name}: {_quota_line(r)}")
+        folders = r.snapshot.folders_by_size()
+        shown = folders if max_folders is None else folders[:max_folders]
+        limit = r.snapshot.storage()
+        rows = [
+            [
+                f.name,
+                f.special_use or "",
+                str(f.messages),
+                format_size(f.size_bytes),
+                format_percent(f.size_bytes / limit.limit if limit else None),
+            ]
+            for f in shown
+        ]
+        out.append(
+            table(
+                ["  FOLDER", "USE", "MESSAGES", "SIZE", "OF QUOTA"],
+                [["  " + row[0], *row[1:]] for row in rows],
+                right=(2, 3, 4),
+            )
+        )
+        if len(shown) < len(folders):
+            out.append(f"  ... {len(folders) - len(shown)} smaller folders not shown")
+    return "\n".join(out)

@@ -1,0 +1,133 @@
+"""Parsing and formatting of sizes, durations and percentages used in the config and output."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated
+
+from pydantic import BeforeValidator, PlainSerializer
+
+_SIZE_UNITS = {
+    "": 1,
+    "B": 1,
+    "K": 1000,
+    "KB": 1000,
+    "KIB": 1024,
+    "M": 1000**2,
+    "MB": 1000**2,
+    "MIB": 1024**2,
+    "G": 1000**3,
+    "GB": 1000**3,
+    "GIB": 1024**3,
+    "T": 1000**4,
+    "TB": 1000**4,
+    "TIB": 1024**4,
+}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(w|d|h|m|s)", re.IGNORECASE)
+_DURATION_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def parse_size(value: object) -> int:
+    """Parse ``500MB``, ``1.5GiB``, ``2048`` or an int into bytes (KB=1000, KiB=1024)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 500MB or 2GiB")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a size cannot be negative")
+        return value
+    if isinstance(value, str):
+        m = _SIZE_RE.match(value)
+        if m and m.group(2).upper() in _SIZE_UNITS:
+            return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).upper()])
+    raise ValueError(f"expected a size such as 500MB or 2GiB, got {value!r}")
+
+
+def parse_duration(value: object) -> timedelta:
+    """Parse ``30d``, ``1h30m``, ``90s``, a number of seconds, or a timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30d, 12h or 15m")
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        text = value.strip()
+        pos = 0
+        total = 0.0
+        for m in _DURATION_RE.finditer(text):
+            if text[pos : m.start()].strip():
+                break
+            total += float(m.group(1)) * _DURATION_UNITS[m.group(2).lower()]
+            pos = m.end()
+        else:
+            if pos and not text[pos:].strip():
+                return timedelta(seconds=total)
+    raise ValueError(f"expected a duration such as 30d, 12h or 15m, got {value!r}")
+
+
+def parse_percent(value: object) -> float:
+    """Parse ``90%`` or a fraction ``0.9`` into a fraction between 0 and 1."""
+    if isinstance(value, bool):
+        raise ValueError("expected a percentage such as 90%")
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith("%"):
+            try:
+                result = float(text[:-1]) / 100
+            except ValueError:
+                raise ValueError(f"expected a percentage such as 90%, got {value!r}") from None
+        else:
+            try:
+                result = float(text)
+            except ValueError:
+                raise ValueError(f"expected a percentage such as 90%, got {value!r}") from None
+    elif isinstance(value, int | float):
+        result = float(value)
+        if result > 1:
+            result /= 100
+    else:
+        raise ValueError(f"expected a percentage such as 90%, got {value!r}")
+    if not 0 <= result <= 1:
+        raise ValueError(f"a percentage must be between 0% and 100%, got {value!r}")
+    return result
+
+
+def format_size(num: float) -> str:
+    """Human size with binary units: ``1.5 MiB``."""
+    value = float(num)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def format_duration(delta: timedelta) -> str:
+    """Shortest readable form: ``30d``, ``15m``, ``1h30m``."""
+    seconds = int(delta.total_seconds())
+    if seconds == 0:
+        return "0s"
+    parts = []
+    for unit, size in _DURATION_UNITS.items():
+        if unit == "w" and seconds % size:
+            continue
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
+
+
+def format_percent(ratio: float | None) -> str:
+    """``87.5%`` or ``-`` when unknown."""
+    return "-" if ratio is None else f"{ratio * 100:.1f}%"
+
+
+ByteSize = Annotated[int, BeforeValidator(parse_size)]
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
+]
+Percent = Annotated[float, BeforeValidator(parse_percent)]

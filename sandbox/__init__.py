@@ -1,0 +1,1 @@
+"""Throw-away mail servers (Dovecot) for quotawatch's integration tests and demo."""
