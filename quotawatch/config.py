@@ -106,6 +106,7 @@ class AccountFields(Strict):
     )
     tls: TlsMode = Field(
         TlsMode.implicit,
+        validate_default=True,
         description="implicit = TLS from the first byte; starttls = upgrade, refused if the server "
         "does not offer it; none = plaintext, needs allow_insecure_plaintext.",
         examples=["implicit"],
@@ -185,6 +186,14 @@ class AccountFields(Strict):
         description="POP3: read the quota over IMAP with the same credentials.",
         examples=[False],
     )
+    imap_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="POP3 with quota_from_imap: the IMAP port, same host and tls mode "
+        "(default 993 for tls: implicit, 143 otherwise).",
+        examples=[993],
+    )
     min_on_server: Duration = Field(
         timedelta(days=7),
         description="POP3: delete a message only after it has been on the server this long "
@@ -212,11 +221,23 @@ class AccountFields(Strict):
         if sum(s is not None for s in sources) != 1:
             raise ValueError("set exactly one of password_file, password_env, password_credential")
         if self.protocol == "imap":
-            for name in ("quota", "client_state_file"):
+            for name in ("quota", "client_state_file", "imap_port"):
                 if getattr(self, name) is not None:
                     raise ValueError(f"{name} is for POP3 accounts only")
             if self.quota_from_imap:
                 raise ValueError("quota_from_imap is for POP3 accounts only")
+            if "min_on_server" in self.model_fields_set:
+                raise ValueError("min_on_server is for POP3 accounts only")
+        else:
+            if self.quota is not None and self.quota_from_imap:
+                raise ValueError("set either quota or quota_from_imap: true, not both")
+            if self.imap_port is not None and not self.quota_from_imap:
+                raise ValueError("imap_port is only used with quota_from_imap: true")
+            if self.imap_port is not None and self.tls is not TlsMode.none:
+                try:
+                    check_tls_mode(self.tls, self.imap_port, self.allow_insecure_plaintext)
+                except ValueError as exc:
+                    raise ValueError(f"imap_port: {exc}") from None
         return self
 
     @property
@@ -456,7 +477,10 @@ class Smtp(Strict):
     )
     allow_insecure_plaintext: bool = Field(False, description="Permit tls: none.")
     tls: TlsMode = Field(
-        TlsMode.starttls, description="implicit | starttls | none", examples=["starttls"]
+        TlsMode.starttls,
+        validate_default=True,
+        description="implicit | starttls | none",
+        examples=["starttls"],
     )
     ca_file: Path | None = Field(None, description="PEM CAs to trust instead of the system store.")
 
@@ -469,9 +493,17 @@ class Smtp(Strict):
     username: str | None = Field(
         None, description="AUTH user; omit for no authentication.", examples=["quotawatch"]
     )
-    password_file: Path | None = None
-    password_env: str | None = None
-    password_credential: str | None = None
+    password_file: Path | None = Field(
+        None,
+        description="File holding the SMTP password (mode 0600).",
+        examples=["/etc/quotawatch/smtp"],
+    )
+    password_env: str | None = Field(
+        None, description="Environment variable holding the SMTP password.", examples=["QW_SMTP"]
+    )
+    password_credential: str | None = Field(
+        None, description="systemd credential holding the SMTP password.", examples=["smtp"]
+    )
     from_: str = Field(
         alias="from", description="From header.", examples=["Mail service <postmaster@example.org>"]
     )
@@ -499,32 +531,52 @@ class Smtp(Strict):
         return {TlsMode.implicit: 465, TlsMode.starttls: 587, TlsMode.none: 25}[self.tls]
 
 
-class Threshold(BaseModel):
-    """A warning level: a fraction used, or an absolute amount free."""
+_LABEL_UNITS: tuple[tuple[str, int], ...] = (
+    ("TiB", 1024**4), ("TB", 1000**4), ("GiB", 1024**3), ("GB", 1000**3),
+    ("MiB", 1024**2), ("MB", 1000**2), ("KiB", 1024), ("KB", 1000),
+)  # fmt: skip
 
-    model_config = ConfigDict(frozen=True)
-    ratio: float | None = None
-    free_bytes: int | None = None
+
+class Threshold(BaseModel):
+    """A warning level: a fraction used, or an absolute amount free (exactly one of the two)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    ratio: float | None = Field(None, gt=0, le=1, description="Fraction of the quota used.")
+    free_bytes: int | None = Field(None, gt=0, description="Warn when this little is free.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Threshold:
+        if (self.ratio is None) == (self.free_bytes is None):
+            raise ValueError(
+                'a threshold is either a percentage ("80%") or free space ("50MB free")'
+            )
+        return self
 
     @property
     def label(self) -> str:
+        """``80%`` or ``50MB free``: the metric label and the key in the warning state."""
         if self.ratio is not None:
             return f"{self.ratio * 100:g}%"
-        from quotawatch.units import format_size
-
-        return f"{format_size(self.free_bytes or 0)} free"
+        free = self.free_bytes or 0
+        unit = next(((n, s) for n, s in _LABEL_UNITS if free % s == 0), ("B", 1))
+        return f"{free // unit[1]}{unit[0]} free"
 
 
 def _parse_threshold(value: Any) -> Any:
     if isinstance(value, Threshold | dict):
         return value
-    if isinstance(value, str) and value.strip().lower().endswith("free"):
-        from quotawatch.units import parse_size
+    try:
+        if isinstance(value, str) and value.strip().lower().endswith("free"):
+            from quotawatch.units import parse_size
 
-        return Threshold(free_bytes=parse_size(value.strip()[:-4].strip()))
-    from quotawatch.units import parse_percent
+            return Threshold(free_bytes=parse_size(value.strip()[:-4].strip()))
+        from quotawatch.units import parse_percent
 
-    return Threshold(ratio=parse_percent(value))
+        return Threshold(ratio=parse_percent(value))
+    except ValueError:
+        raise ValueError(
+            f'threshold {value!r}: use a percentage such as "80%" or free space such as "50MB free"'
+        ) from None
 
 
 class AdminDigest(Strict):
@@ -564,6 +616,10 @@ class Warnings(Strict):
 
     @model_validator(mode="after")
     def _check_warnings(self) -> Warnings:
+        labels = [t.label for t in self.thresholds]
+        twice = sorted({x for x in labels if labels.count(x) > 1})
+        if twice:
+            raise ValueError(f"threshold {', '.join(twice)} listed twice")
         for t in self.thresholds:
             if t.ratio is not None and t.ratio <= self.rearm_below:
                 raise ValueError(

@@ -28,19 +28,13 @@ from quotawatch.errors import (
 )
 from quotawatch.mailbox import FolderSelection, MessageMeta, SearchQuery
 from quotawatch.model import FolderInfo, QuotaResource
+from quotawatch.tls import tls_context
 
 log = logging.getLogger(__name__)
 
 SPECIAL_USE = {"\\ALL", "\\ARCHIVE", "\\DRAFTS", "\\FLAGGED", "\\JUNK", "\\SENT", "\\TRASH"}
 #: UIDs per UID FETCH / STORE / EXPUNGE command, to keep command lines well under server limits
 UID_CHUNK = 2000
-
-
-def tls_context(ca_file: Any = None) -> ssl.SSLContext:
-    """A verifying client context: system store or ``ca_file``, host name checked, TLS 1.2+."""
-    ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    return ctx
 
 
 def quote_mailbox(name: str) -> bytes:
@@ -74,6 +68,14 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _reason(exc: BaseException) -> str:
+    """The server's or library's words, without Python's bytes repr."""
+    text = _text(exc.args[0] if exc.args else exc).strip()
+    if len(text) > 2 and text[:2] in ("b'", 'b"') and text[-1] == text[1]:
+        text = text[2:-1]
+    return text[:300]
+
+
 @contextlib.contextmanager
 def translate_errors(account: str, doing: str) -> Iterator[None]:
     """Turn socket, TLS and IMAP library exceptions into quotawatch's MailboxError subclasses."""
@@ -82,34 +84,29 @@ def translate_errors(account: str, doing: str) -> Iterator[None]:
     except MailboxError:
         raise
     except ssl.SSLCertVerificationError as exc:
-        raise TLSError(
-            account,
-            f"TLS certificate not trusted while {doing}: {exc.verify_message or exc.reason}",
-        ) from None
+        why = exc.verify_message or exc.reason
+        raise TLSError(account, f"TLS certificate not trusted ({doing}): {why}") from None
     except ssl.SSLError as exc:
-        raise TLSError(account, f"TLS failed while {doing}: {exc.reason or exc}") from None
+        raise TLSError(account, f"TLS failed ({doing}): {exc.reason or exc}") from None
     except TimeoutError:
-        raise ServerTimeout(account, f"timed out while {doing}") from None
+        raise ServerTimeout(account, f"timed out ({doing})") from None
     except LoginError as exc:
-        raise AuthError(account, f"login refused: {_text(exc).strip()[:200]}") from None
+        raise AuthError(account, f"login refused: {_reason(exc)}") from None
     except (ConnectionRefusedError, socket.gaierror) as exc:
-        raise ConnectError(
-            account, f"cannot connect while {doing}: {exc.strerror or exc}"
-        ) from None
+        raise ConnectError(account, f"cannot connect ({doing}): {exc.strerror or exc}") from None
     except (ConnectionError, EOFError) as exc:
-        raise ConnectError(account, f"connection lost while {doing}: {exc}") from None
+        raise ConnectError(account, f"connection lost ({doing}): {exc}") from None
     except OSError as exc:
-        raise ConnectError(account, f"network error while {doing}: {exc.strerror or exc}") from None
+        raise ConnectError(account, f"network error ({doing}): {exc.strerror or exc}") from None
     except IMAPClientError as exc:
-        raise ProtocolError(
-            account, f"server error while {doing}: {_text(exc).strip()[:300]}"
-        ) from None
+        raise ProtocolError(account, f"server refused ({doing}): {_reason(exc)}") from None
 
 
 class ImapSession:
     """One logged-in IMAP connection to one account. Never sends a bare EXPUNGE or CLOSE."""
 
     protocol = "imap"
+    deferred_deletes = False
 
     def __init__(self, account: str, client: imapclient.IMAPClient) -> None:
         self.account = account
@@ -127,7 +124,7 @@ class ImapSession:
         name = account.name
         timeout = imapclient.SocketTimeout(connect=account.connect_timeout, read=account.timeout)
         ctx = tls_context(account.ca_file)
-        with translate_errors(name, f"connecting to {account.host}:{account.effective_port}"):
+        with translate_errors(name, f"connect to {account.host}:{account.effective_port}"):
             client = imapclient.IMAPClient(
                 account.host,
                 port=account.effective_port,
@@ -137,7 +134,7 @@ class ImapSession:
             )
         client._imap.debug = 0  # imaplib's own debug output could show AUTHENTICATE data
         try:
-            with translate_errors(name, "starting TLS"):
+            with translate_errors(name, "STARTTLS"):
                 if account.tls is TlsMode.starttls:
                     caps = {_text(c).upper() for c in client.capabilities()}
                     if "STARTTLS" not in caps:
@@ -148,7 +145,7 @@ class ImapSession:
                         )
                     client.starttls(ctx)
             session = cls(name, client)
-            with translate_errors(name, "logging in"):
+            with translate_errors(name, "login"):
                 session._login(account, password)
             session._refresh_capabilities()
             return session
@@ -172,7 +169,7 @@ class ImapSession:
 
     def _refresh_capabilities(self) -> None:
         self.client._cached_capabilities = None
-        with translate_errors(self.account, "reading capabilities"):
+        with translate_errors(self.account, "CAPABILITY"):
             self._caps = frozenset(_text(c).upper() for c in self.client.capabilities())
 
     def capabilities(self) -> frozenset[str]:
@@ -206,7 +203,7 @@ class ImapSession:
         """All quota roots and resources of INBOX; STORAGE converted from KiB to bytes."""
         if "QUOTA" not in self._caps:
             return (), ("server lacks QUOTA; no quota can be read",)
-        with translate_errors(self.account, "reading quota"):
+        with translate_errors(self.account, "GETQUOTAROOT"):
             self._command(b"GETQUOTAROOT", quote_mailbox("INBOX"), response="QUOTAROOT")
             raw = self.client._imap.untagged_responses.pop("QUOTA", [])
         resources = []
@@ -231,7 +228,7 @@ class ImapSession:
     # ------------------------------------------------------------------ folders
     def folders(self) -> tuple[FolderInfo, ...]:
         """Every selectable folder with message count and size, using the fewest round trips."""
-        with translate_errors(self.account, "listing folders"):
+        with translate_errors(self.account, "folder sizes"):
             if "LIST-STATUS" in self._caps and "STATUS=SIZE" in self._caps:
                 return self._folders_list_status()
             listed = self._list()
@@ -290,7 +287,7 @@ class ImapSession:
         uids = sorted(self.client.search(["ALL"]))
         total = 0
         for part in chunks(uids):
-            fetched = self.client.fetch(uid_ranges(part), ["RFC822.SIZE"])
+            fetched = self.client.fetch(list(part), ["RFC822.SIZE"])
             total += sum(int(v[b"RFC822.SIZE"]) for v in fetched.values())
         return FolderInfo(name, len(uids), total, special)
 
@@ -304,25 +301,36 @@ class ImapSession:
         self._uidvalidity = int(info[b"UIDVALIDITY"])
         return self._uidvalidity
 
-    # -------------------------------------------------------- retention (issue: retention)
+    # ------------------------------------------------------------------ retention
+    # The operations live in imap_retention.py (imported on first use, keeping this file short).
     def select_candidates(self, folder: str, query: SearchQuery) -> FolderSelection:
-        raise NotImplementedError
+        from quotawatch import imap_retention
+
+        return imap_retention.select_candidates(self, folder, query)
 
     def message_meta(
         self, folder: str, uidvalidity: int | None, uids: Sequence[int | str]
     ) -> dict[int | str, MessageMeta]:
-        raise NotImplementedError
+        from quotawatch import imap_retention
+
+        return imap_retention.message_meta(self, folder, uidvalidity, uids)
 
     def fetch_message(self, folder: str, uidvalidity: int | None, uid: int | str) -> bytes:
-        raise NotImplementedError
+        from quotawatch import imap_retention
+
+        return imap_retention.fetch_message(self, folder, uidvalidity, uid)
 
     def delete(self, folder: str, uidvalidity: int | None, uids: Sequence[int | str]) -> int:
-        raise NotImplementedError
+        from quotawatch import imap_retention
+
+        return imap_retention.delete(self, folder, uidvalidity, uids)
 
     def move(
         self, folder: str, uidvalidity: int | None, uids: Sequence[int | str], target: str
     ) -> int:
-        raise NotImplementedError
+        from quotawatch import imap_retention
+
+        return imap_retention.move(self, folder, uidvalidity, uids, target)
 
     def commit(self) -> None:
         """IMAP changes are final when UID EXPUNGE / UID MOVE return."""

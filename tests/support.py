@@ -1,0 +1,46 @@
+"""Helpers shared by integration and e2e tests: write configs and secret files for sandbox users."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def secret_file(directory: Path, name: str, value: str) -> Path:
+    """A password file with mode 0600, as quotawatch requires."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.secret"
+    path.write_text(value)
+    path.chmod(0o600)
+    return path
+
+
+def imap_account(
+    dovecot: Any, name: str, username: str, password: str, directory: Path, **overrides: Any
+) -> dict[str, Any]:
+    """An account dict for the sandbox's implicit-TLS IMAP port."""
+    account: dict[str, Any] = {
+        "name": name,
+        "protocol": "imap",
+        "host": dovecot.host,
+        "port": dovecot.imaps_port,
+        "tls": "implicit",
+        "ca_file": str(dovecot.ca_file),
+        "username": username,
+        "password_file": str(secret_file(directory / "secrets", name, password)),
+        "connect_timeout": 5,
+        "timeout": 30,
+    }
+    account.update(overrides)
+    return account
+
+
+def write_config(directory: Path, accounts: list[dict[str, Any]], **top: Any) -> Path:
+    """Write quotawatch.yaml into ``directory`` with these accounts and top-level keys."""
+    data: dict[str, Any] = {"state_dir": str(directory / "state"), "accounts": accounts}
+    data.update(top)
+    path = directory / "quotawatch.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
+    return path
