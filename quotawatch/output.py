@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from quotawatch.model import AccountReport
 from quotawatch.units import format_percent, format_size
 
+if TYPE_CHECKING:
+    from quotawatch.executor import CleanupResult
+    from quotawatch.planner import Plan
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: Iterable[int] = ()) -> str:
+
+def table(
+    headers: Sequence[str],
+    rows: Iterable[Sequence[str]],
+    right: Iterable[int] = (),
+    indent: str = "",
+) -> str:
     """An aligned plain-text table; columns in ``right`` are right-aligned."""
     rows = [list(map(str, r)) for r in rows]
     widths = [len(h) for h in headers]
@@ -21,7 +31,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: Iterable
             c.rjust(w) if i in right_set else c.ljust(w)
             for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         ]
-        return "  ".join(out).rstrip()
+        return (indent + "  ".join(out)).rstrip()
 
     return "\n".join([fmt(headers), fmt(["-" * w for w in widths]), *map(fmt, rows)])
 
@@ -87,11 +97,51 @@ def render_check(reports: Sequence[AccountReport], max_folders: int | None = Non
         ]
         out.append(
             table(
-                ["  FOLDER", "USE", "MESSAGES", "SIZE", "OF QUOTA"],
-                [["  " + row[0], *row[1:]] for row in rows],
-                right=(2, 3, 4),
+                ["FOLDER", "USE", "MESSAGES", "SIZE", "OF QUOTA"], rows, right=(2, 3, 4), indent="  "
             )
         )
         if len(shown) < len(folders):
             out.append(f"  ... {len(folders) - len(shown)} smaller folders not shown")
+    return "\n".join(out)
+
+
+def render_plans(
+    runs: Sequence[tuple[Plan, CleanupResult | None]], *, applied: bool = False
+) -> str:
+    """``plan`` / ``cleanup``: per account and rule, messages, bytes and projected quota after."""
+    out: list[str] = []
+    for plan, result in runs:
+        if out:
+            out.append("")
+        if plan.error and not plan.actions and plan.usage_before is None and not plan.notes:
+            out.append(f"{plan.account}: FAILED: {plan.error}")
+            continue
+        head = (
+            f"{plan.account}: quota {format_percent(plan.usage_before)} -> "
+            f"{format_percent(plan.usage_after)} after the plan "
+            f"({plan.messages} messages, {format_size(plan.pending_bytes)})"
+        )
+        out.append(head)
+        if plan.error:
+            out.append(f"  STOPPED: {plan.error}")
+        rows = [
+            [a.rule, a.folder, a.action, str(len(a.uids)), format_size(a.bytes)]
+            for a in plan.actions
+        ]
+        if rows:
+            headers = ["RULE", "FOLDER", "ACTION", "MESSAGES", "SIZE"]
+            out.append(table(headers, rows, right=(3, 4), indent="  "))
+        elif not plan.error:
+            out.append("  nothing to do")
+        out += [f"  note: {n}" for n in plan.notes]
+        if result is not None:
+            done = ", ".join(
+                f"{d.action} {d.messages} from {d.folder} ({format_size(d.bytes)})"
+                for d in result.done
+            )
+            freed = "unknown" if result.freed_bytes is None else format_size(result.freed_bytes)
+            out.append(f"  done: {done or 'nothing'}; quota freed: {freed}")
+            out += [f"  ERROR: {e}" for e in result.errors]
+    if runs and not applied and any(p.actions for p, _ in runs):
+        out += ["", "(dry run: nothing changed; run cleanup --apply to do this)"]
     return "\n".join(out)

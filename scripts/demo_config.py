@@ -1,0 +1,85 @@
+"""Write the demo config for the sandbox started by ``python -m sandbox demo-up DIR``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+
+def demo_config(directory: Path) -> dict[str, object]:
+    info = json.loads((directory / "sandbox.json").read_text())
+    users = info["users"]
+
+    def imap(name: str, **extra: object) -> dict[str, object]:
+        account: dict[str, object] = {
+            "name": name,
+            "protocol": "imap",
+            "host": info["host"],
+            "port": info["imaps_port"],
+            "tls": "implicit",
+            "ca_file": info["ca_file"],
+            "username": name,
+            "password_file": users[name]["password_file"],
+            "email": f"{name}@example.org",
+        }
+        account.update(extra)
+        return account
+
+    accounts = [
+        imap("alice", rules=["trash-30d", "junk-14d", "make-room"]),
+        imap(
+            "carol",
+            port=info["imap_port"],
+            tls="starttls",
+            username=f"carol*{info['master_user']}",
+            password_file=info["master_password_file"],
+            rules=["trash-30d", "junk-14d", "make-room"],
+        ),
+        {
+            "name": "bob",
+            "protocol": "pop3",
+            "host": info["host"],
+            "port": info["pop3s_port"],
+            "tls": "implicit",
+            "ca_file": info["ca_file"],
+            "username": "bob",
+            "password_file": users["bob"]["password_file"],
+            "email": "bob@example.org",
+            "quota_from_imap": True,
+            "rules": ["pop-60d"],
+        },
+    ]
+    return {
+        "state_dir": str(directory / "state"),
+        "accounts": accounts,
+        "rules": {
+            "trash-30d": {"folders": ["\\Trash"], "older_than": "30d", "age": "saved"},
+            "junk-14d": {"folders": ["\\Junk"], "older_than": "14d", "age": "received"},
+            "make-room": {
+                "when_above": "90%",
+                "down_to": "80%",
+                "folders": ["\\Junk", "\\Trash", "Archive/*"],
+                "order": "oldest",
+                "action": "archive",
+                "archive_dir": str(directory / "archive" / "{account}"),
+            },
+            "pop-60d": {
+                "folders": ["INBOX"],
+                "older_than": "60d",
+                "age": "saved",
+                "action": "archive",
+                "archive_dir": str(directory / "archive" / "{account}"),
+                "allow_inbox": True,
+            },
+        },
+        "schedule": {"interval": "5m", "jitter": "10s", "concurrency": 4, "cleanup": False},
+        "metrics": {"listen": "127.0.0.1:9947"},
+    }
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1]).absolute()
+    print(yaml.safe_dump(demo_config(target), sort_keys=False, allow_unicode=True), end="")

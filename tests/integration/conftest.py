@@ -1,0 +1,75 @@
+"""Fixtures that start throw-away Dovecot servers (see sandbox/dovecot.py).
+
+* ``dovecot``          -- session-wide server with everything advertised.
+* ``dovecot_nosize``   -- session-wide server hiding STATUS=SIZE and SAVEDATE.
+* ``dovecot_noquota``  -- session-wide server without the imap_quota plugin (no QUOTA).
+* ``user``             -- a fresh user (``sandbox.dovecot.SandboxUser``: name, password,
+                          dovecot) with a random password and 10 MiB quota on ``dovecot``.
+
+Servers start lazily, on first use. Each lives in a short, world-traversable
+directory from ``sandbox.dovecot.make_base_dir()`` (pytest's own tmp dirs are mode
+0700 below /tmp/pytest-of-root, which Dovecot's unprivileged users cannot enter
+when the tests run as root), removed at the end unless QW_KEEP_SANDBOX=1 is set.
+All tests below this directory get the ``integration`` marker.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sandbox.dovecot import DOVECOT_BIN, Dovecot, SandboxUser, make_base_dir
+
+_HERE = Path(__file__).parent
+_user_numbers = itertools.count(1)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _HERE in item.path.parents:
+            item.add_marker(pytest.mark.integration)
+
+
+def _serve(name: str, hide: tuple[str, ...] = ()) -> Iterator[Dovecot]:
+    if not Path(DOVECOT_BIN).exists():
+        pytest.skip(
+            f"Dovecot is not installed ({DOVECOT_BIN}); apt-get install dovecot-imapd dovecot-pop3d"
+        )
+    base = make_base_dir(f"qw-{name}-")
+    server = Dovecot(base, hide_capabilities=hide, name=name)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        if os.environ.get("QW_KEEP_SANDBOX") != "1":
+            shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[Dovecot]:
+    yield from _serve("it")
+
+
+@pytest.fixture(scope="session")
+def dovecot_nosize() -> Iterator[Dovecot]:
+    yield from _serve("nosize", ("STATUS=SIZE", "SAVEDATE"))
+
+
+@pytest.fixture(scope="session")
+def dovecot_noquota() -> Iterator[Dovecot]:
+    yield from _serve("noquota", ("QUOTA",))
+
+
+@pytest.fixture
+def user(dovecot: Dovecot) -> SandboxUser:
+    name = f"u{next(_user_numbers)}"
+    password = secrets.token_urlsafe(12)
+    dovecot.add_user(name, password)
+    return SandboxUser(name, password, dovecot)
