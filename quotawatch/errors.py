@@ -104,3 +104,23 @@ class SafetyStop(QuotawatchError):
     def __init__(self, account: str, detail: str) -> None:
         self.account = account
         super().__init__(f"{account}: {detail}")
+
+
+class MailError(QuotawatchError):
+    """Raised when a warning mail was not accepted by the SMTP server; names the server, never the password."""
+
+    def __init__(self, server: str, detail: str, reason: str = "smtp") -> None:
+        self.server = server
+        self.detail = detail
+        #: connect, timeout, tls, auth, rejected or smtp
+        self.reason = reason
+        super().__init__(f"SMTP {server}: {detail}")
+
+
+class ShuttingDown(MailboxError):
+    """Raised instead of sending a command once the daemon is stopping; the session is then logged out."""
+
+    reason = "shutdown"
+
+    def __init__(self, account: str) -> None:
+        super().__init__(account, "the daemon is stopping; no further commands sent")
