@@ -49,6 +49,8 @@ class FolderSelection:
     #: False when the caller must decide age itself (first-seen records)
     age_applied: bool = True
     all_uids: tuple[int | str, ...] = ()
+    #: why nothing (or less) could be selected, e.g. a POP3 mailbox without usable UIDLs
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,9 @@ class MailboxSession(Protocol):
 
     account: str
     protocol: str
+    #: False when delete() is final on return (IMAP UID EXPUNGE); True when deletions take
+    #: effect only at commit() (POP3 DELE, applied at QUIT)
+    deferred_deletes: bool
 
     def capabilities(self) -> frozenset[str]: ...
 
@@ -106,7 +111,7 @@ SessionFactory = Callable[[Account, SecretStr], MailboxSession]
 def open_session(account: Account, password: SecretStr) -> MailboxSession:
     """Connect and log in with the protocol the account names."""
     if account.protocol == "pop3":
-        from quotawatch.pop3 import Pop3Session  # type: ignore[import-not-found]
+        from quotawatch.pop3 import Pop3Session
 
         session: MailboxSession = Pop3Session.connect(account, password)
         return session

@@ -49,6 +49,7 @@ def demo_config(directory: Path) -> dict[str, object]:
             "password_file": users["bob"]["password_file"],
             "email": "bob@example.org",
             "quota_from_imap": True,
+            "imap_port": info["imaps_port"],
             "rules": ["pop-60d"],
         },
     ]

@@ -1,0 +1,184 @@
+"""POP3 retention end to end on the real Dovecot: plan by first-seen age, archive verified before DELE, QUIT last."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from quotawatch.accounts import all_accounts
+from quotawatch.audit import AuditLog
+from quotawatch.check import snapshot
+from quotawatch.cli import main
+from quotawatch.config import Account, Config, load_config
+from quotawatch.executor import CleanupResult, execute
+from quotawatch.planner import Plan
+from quotawatch.pop3 import Pop3Session
+from quotawatch.retention import plan_account
+from quotawatch.state import State
+from tests.integration.test_pop3 import T0, deliver, message, pop_dict, server_view
+from tests.support import write_config
+
+
+def rules(archive_dir: Path) -> dict[str, Any]:
+    """The rules of the issue's example."""
+    return {
+        "pop-60d": {
+            "folders": ["INBOX"], "older_than": "60d", "age": "saved", "action": "archive",
+            "archive_dir": str(archive_dir / "{account}"), "allow_inbox": True,
+        },
+        "pop-make-room": {
+            "when_above": "85%", "down_to": "70%", "folders": ["INBOX"], "order": "oldest",
+            "action": "delete", "allow_inbox": True,
+        },
+    }  # fmt: skip
+
+
+def setup(
+    tmp_path: Path, user: Any, archive_dir: Path | None = None, **overrides: Any
+) -> tuple[Config, Account]:
+    acct = pop_dict(user, tmp_path, rules=["pop-60d", "pop-make-room"], max_delete_fraction="100%")
+    acct.update(overrides)
+    path = write_config(tmp_path, [acct], rules=rules(archive_dir or tmp_path / "archive"))
+    config = load_config(path)
+    (account,) = all_accounts(config, str(path))
+    return config, account
+
+
+def run(config: Config, account: Account, user: Any, now: datetime, *, apply: bool = True,
+        cut_before_quit: bool = False) -> tuple[Plan, CleanupResult | None]:  # fmt: skip
+    """One login as `cleanup --apply` does it, at the injected time ``now``."""
+    state = State(config.state_dir)
+    audit = AuditLog(config.state_dir / "audit.jsonl")
+    session = Pop3Session.connect(account, SecretStr(user.password))
+    try:
+        if cut_before_quit:
+            real_commit = session.commit
+
+            def commit() -> None:
+                user.dovecot.kill_user_sessions(user.name)  # the link breaks before QUIT
+                real_commit()
+
+            session.commit = commit  # type: ignore[method-assign]
+        rules_used = {n: config.rules[n] for n in account.rules}
+        plan = plan_account(session, account, rules_used, snapshot(session, now), state, now)
+        result = execute(session, plan, account, rules_used, audit, now) if apply else None
+        return plan, result
+    finally:
+        session.close()
+        state.close()
+
+
+def audit_entries(config: Config) -> list[dict[str, Any]]:
+    return list(AuditLog(config.state_dir / "audit.jsonl").entries())
+
+
+def test_archive_by_first_seen_age_then_delete(tmp_path: Path, user: Any) -> None:
+    old = [message(i, 700 + 40 * i) for i in range(6)]
+    deliver(user, old)
+    config, account = setup(tmp_path, user)
+    plan, _ = run(config, account, user, T0, apply=False)
+    assert plan.actions == (), "first seen now: nothing is 60 days old yet"
+    deliver(user, [message(10 + i) for i in range(2)])
+    run(config, account, user, T0 + timedelta(days=30), apply=False)
+    old_uidls, new_uidls = server_view(user, tmp_path)[2][:6], server_view(user, tmp_path)[2][6:]
+
+    plan, result = run(config, account, user, T0 + timedelta(days=61))
+    (action,) = plan.actions
+    assert (action.rule, action.folder, action.action) == ("pop-60d", "INBOX", "archive")
+    assert list(action.uids) == old_uidls and action.uidvalidity is None
+    assert plan.to_json()["actions"][0]["uids"] == old_uidls, "uids are UIDL strings"
+    assert result is not None and result.ok, result.errors
+    assert result.messages == 6 and result.freed_bytes == sum(len(m) for m in old)
+    archived = sorted((tmp_path / "archive" / account.name).glob("*/*"))
+    assert sorted(p.read_bytes() for p in archived) == sorted(old), "verified copies"
+    assert server_view(user, tmp_path)[2] == new_uidls
+    entries = audit_entries(config)
+    assert sorted(e["uid"] for e in entries) == sorted(old_uidls)
+    assert {(e["status"], e["action"], e["folder"]) for e in entries} == {
+        ("done", "archive", "INBOX")
+    }
+    assert all(Path(e["archive_path"]).exists() for e in entries)
+
+
+def test_failed_archive_deletes_nothing(tmp_path: Path, user: Any) -> None:
+    deliver(user, [message(i) for i in range(4)])
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the archive should go\n")
+    config, account = setup(tmp_path, user, archive_dir=blocker)
+    before = server_view(user, tmp_path)
+    run(config, account, user, T0, apply=False)
+    plan, result = run(config, account, user, T0 + timedelta(days=61))
+    assert plan.messages == 4
+    assert result is not None and not result.ok and result.messages == 0
+    assert "archive" in result.errors[0]
+    assert server_view(user, tmp_path) == before
+    assert audit_entries(config) == []
+
+
+def test_connection_cut_before_quit_reports_zero_deleted(tmp_path: Path, user: Any) -> None:
+    deliver(user, [message(i) for i in range(4)])
+    config, account = setup(tmp_path, user)
+    before = server_view(user, tmp_path)
+    run(config, account, user, T0, apply=False)
+    plan, result = run(config, account, user, T0 + timedelta(days=61), cut_before_quit=True)
+    assert plan.messages == 4
+    assert result is not None and not result.ok
+    assert result.messages == 0 and "nothing deleted" in " ".join(result.errors)
+    assert server_view(user, tmp_path) == before, "DELE without QUIT deletes nothing"
+    assert audit_entries(config) == [], "deferred deletes are audited only after QUIT"
+    plan, result = run(config, account, user, T0 + timedelta(days=62))
+    assert result is not None and result.ok and result.messages == 4, "the next run reconciles"
+
+
+def test_client_state_file_limits_deletions(tmp_path: Path, user: Any) -> None:
+    deliver(user, [message(i) for i in range(6)])
+    uidls = server_view(user, tmp_path)[2]
+    fetchids = tmp_path / ".fetchids"
+    fetchids.write_text("".join(f"{user.name}@{user.dovecot.host} {u}\n" for u in uidls[::2]))
+    config, account = setup(tmp_path, user, client_state_file=str(fetchids))
+    run(config, account, user, T0, apply=False)
+    plan, result = run(config, account, user, T0 + timedelta(days=61))
+    assert [list(a.uids) for a in plan.actions] == [uidls[::2]]
+    assert any("3 message(s) kept: not downloaded by the client" in n for n in plan.notes)
+    assert result is not None and result.ok and result.messages == 3
+    assert server_view(user, tmp_path)[2] == uidls[1::2]
+
+
+def test_min_on_server_holds_even_for_quota_pressure(tmp_path: Path, user: Any) -> None:
+    deliver(user, [message(i, 3000) for i in range(10)])
+    config, account = setup(tmp_path, user, quota=36_000, rules=["pop-make-room"])
+    before = server_view(user, tmp_path)
+    plan, _ = run(config, account, user, T0, apply=False)
+    assert plan.usage_before is not None and plan.usage_before > 0.85
+    assert plan.actions == () and any("min_on_server" in n for n in plan.notes)
+    plan, result = run(config, account, user, T0 + timedelta(days=7))
+    assert plan.messages > 0 and result is not None and result.ok
+    assert server_view(user, tmp_path)[1] <= 0.70 * 36_000 < before[1]
+
+
+def test_cli_plan_and_cleanup(
+    tmp_path: Path, user: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    deliver(user, [message(i) for i in range(3)])
+    config, account = setup(tmp_path, user)
+    uidls = server_view(user, tmp_path)[2]
+    state = State(config.state_dir)  # as if quotawatch had first seen them 70 days ago
+    state.first_seen(account.name, "INBOX", 0, uidls, datetime.now(UTC) - timedelta(days=70))
+    state.close()
+    path = str(tmp_path / "quotawatch.yaml")
+    assert main(["plan", "--json", "--config", path]) == 0
+    (planned,) = json.loads(capsys.readouterr().out)["accounts"]
+    assert planned["ok"] and planned["actions"][0]["uids"] == uidls
+    assert server_view(user, tmp_path)[2] == uidls, "plan changes nothing"
+    assert main(["cleanup", "--apply", "--json", "--config", path]) == 0
+    (cleaned,) = json.loads(capsys.readouterr().out)["accounts"]
+    assert cleaned["cleanup"]["ok"] and cleaned["cleanup"]["messages"] == 3
+    assert server_view(user, tmp_path)[2] == []
+    assert main(["check", "--json", "--config", path]) == 0
+    (checked,) = json.loads(capsys.readouterr().out)["accounts"]
+    assert checked["folders"][0]["messages"] == 0
