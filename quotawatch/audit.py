@@ -1,0 +1,51 @@
+"""The append-only audit log: one JSON line per message removed, moved or archived, fsynced."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+
+class AuditLog:
+    """Appends JSON lines to ``path`` (``state_dir/audit.jsonl``); safe to share between threads.
+
+    The file is created on the first record (mode 0600) and only ever appended to; each batch
+    of records is flushed and fsynced before ``record``/``record_many`` return.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+
+    def record(self, entry: dict[str, Any]) -> None:
+        """Append one entry."""
+        self.record_many([entry])
+
+    def record_many(self, entries: Iterable[dict[str, Any]]) -> None:
+        """Append entries with one write and one fsync."""
+        text = "".join(json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n" for e in entries)
+        if not text:
+            return
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                data = memoryview(text.encode("utf-8"))
+                while data:
+                    data = data[os.write(fd, data) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def entries(self) -> Iterator[dict[str, Any]]:
+        """Every entry so far, oldest first (for tests and reports)."""
+        if not self.path.exists():
+            return
+        with self.path.open(encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    yield json.loads(line)

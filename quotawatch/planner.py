@@ -1,0 +1,304 @@
+"""Turn candidates and retention rules into a Plan, with watermarks, protections and safety caps (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from quotawatch.config import AccountFields, Rule
+from quotawatch.mailbox import Candidate, FolderSelection
+from quotawatch.model import QuotaResource, Snapshot
+from quotawatch.units import format_percent
+
+
+@dataclass(frozen=True)
+class RuleSelection:
+    """The candidates one rule may take, per folder in the rule's order of sacrifice.
+
+    Candidate dates are the rule's age dates (time in folder, INTERNALDATE or Date header);
+    a candidate without a date is never taken.
+    """
+
+    rule: str
+    folders: tuple[FolderSelection, ...]
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-run safety caps of one account."""
+
+    max_delete_fraction: float = 0.5
+    max_delete_messages: int = 5000
+
+    @classmethod
+    def of(cls, account: AccountFields) -> Limits:
+        return cls(account.max_delete_fraction, account.max_delete_messages)
+
+
+@dataclass(frozen=True)
+class PlannedAction:
+    """What one rule does to one folder: the exact UIDs at one UIDVALIDITY."""
+
+    rule: str
+    folder: str
+    action: str  # "delete" | "move:<folder>" | "archive"
+    uids: tuple[int | str, ...]
+    uidvalidity: int | None
+    bytes: int
+    archive_dir: str | None = None
+
+    @property
+    def frees_quota(self) -> bool:
+        return not self.action.startswith("move:")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a cleanup of one account would do; ``error`` set means it must not run."""
+
+    account: str
+    usage_before: float | None
+    usage_after: float | None
+    actions: tuple[PlannedAction, ...]
+    notes: tuple[str, ...] = ()
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def pending_bytes(self) -> int:
+        return sum(a.bytes for a in self.actions)
+
+    @property
+    def messages(self) -> int:
+        return sum(len(a.uids) for a in self.actions)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``plan --json`` shape of one account."""
+        return {
+            "name": self.account,
+            "ok": self.ok,
+            "error": self.error,
+            "usage_before": self.usage_before,
+            "usage_after": self.usage_after,
+            "actions": [
+                {
+                    "rule": a.rule,
+                    "folder": a.folder,
+                    "action": a.action,
+                    "uids": list(a.uids),
+                    "uidvalidity": a.uidvalidity,
+                    "bytes": a.bytes,
+                    "messages": len(a.uids),
+                }
+                for a in self.actions
+            ],
+            "messages": self.messages,
+            "bytes": self.pending_bytes,
+            "notes": list(self.notes),
+        }
+
+
+REDUCIBLE = ("STORAGE", "MESSAGE")
+
+
+def projected_usage(
+    quota: Sequence[QuotaResource],
+    freed_bytes: int,
+    freed_messages: int,
+    resources: Sequence[str] | None = None,
+) -> float | None:
+    """The fullest resource's ratio after freeing this much (STORAGE in bytes, MESSAGE in count);
+    ``resources`` limits which resources count (make-room looks only at what removing mail frees)."""
+    ratios = []
+    for q in quota:
+        name = q.resource.upper()
+        if q.limit <= 0 or (resources is not None and name not in resources):
+            continue
+        gone = {"STORAGE": freed_bytes, "MESSAGE": freed_messages}.get(name, 0)
+        ratios.append(max(q.usage - gone, 0) / q.limit)
+    return max(ratios) if ratios else None
+
+
+def age_cutoff(rule: Rule, now: datetime) -> datetime:
+    """Messages whose age date is before this may go: older_than and keep_newer_than, the stricter."""
+    return now - max(rule.older_than or timedelta(0), rule.keep_newer_than)
+
+
+def _eligible(
+    rule: Rule, fs: FolderSelection, cutoff: datetime, taken: set[Any]
+) -> list[Candidate]:
+    """Candidates that pass the planner's own checks of age, size and double use."""
+    return [
+        c
+        for c in fs.candidates
+        if c.date is not None
+        and c.date < cutoff
+        and (rule.larger_than is None or c.size > rule.larger_than)
+        and (fs.folder, fs.uidvalidity, c.uid) not in taken
+    ]
+
+
+def _uid_key(uid: int | str) -> tuple[int, str]:
+    return (0, f"{uid:020d}") if isinstance(uid, int) else (1, uid)
+
+
+class _Builder:
+    """Accumulates actions and what they free while rules are applied in turn."""
+
+    def __init__(self, snapshot: Snapshot, account: str) -> None:
+        self.snapshot = snapshot
+        self.account = account
+        self.actions: list[PlannedAction] = []
+        self.notes: list[str] = []
+        self.taken: set[Any] = set()
+        self.freed_bytes = 0
+        self.freed_messages = 0
+
+    def usage(
+        self, extra_bytes: int = 0, extra_messages: int = 0, reducible: bool = False
+    ) -> float | None:
+        return projected_usage(
+            self.snapshot.quota,
+            self.freed_bytes + extra_bytes,
+            self.freed_messages + extra_messages,
+            REDUCIBLE if reducible else None,
+        )
+
+    def add(self, name: str, rule: Rule, fs: FolderSelection, chosen: Sequence[Candidate]) -> None:
+        if not chosen:
+            return
+        size = sum(c.size for c in chosen)
+        archive_dir = (
+            rule.archive_dir.replace("{account}", self.account) if rule.archive_dir else None
+        )
+        uids = tuple(sorted((c.uid for c in chosen), key=_uid_key))
+        self.actions.append(
+            PlannedAction(name, fs.folder, rule.action, uids, fs.uidvalidity, size, archive_dir)
+        )
+        self.taken.update((fs.folder, fs.uidvalidity, c.uid) for c in chosen)
+        if rule.move_target is None:
+            self.freed_bytes += size
+            self.freed_messages += len(chosen)
+
+    def age_rule(self, name: str, rule: Rule, sel: RuleSelection, now: datetime) -> None:
+        cutoff = age_cutoff(rule, now)
+        for fs in sel.folders:
+            self.add(name, rule, fs, _eligible(rule, fs, cutoff, self.taken))
+        if rule.move_target is not None:
+            self.notes.append(f"rule {name}: moving within the account frees no quota")
+
+    def quota_rule(self, name: str, rule: Rule, sel: RuleSelection, now: datetime) -> None:
+        assert rule.when_above is not None and rule.down_to is not None
+        before = projected_usage(self.snapshot.quota, 0, 0, REDUCIBLE)
+        if before is None:
+            self.notes.append(
+                f"rule {name}: no STORAGE or MESSAGE quota limit known; when_above cannot apply"
+            )
+            return
+        if before <= rule.when_above:
+            self.notes.append(
+                f"rule {name}: usage {format_percent(before)} is not above {format_percent(rule.when_above)}"
+            )
+            return
+        if rule.move_target is not None:
+            self.notes.append(
+                f"rule {name}: moving within the account frees no quota; nothing planned"
+            )
+            return
+        cutoff = age_cutoff(rule, now)
+        for fs in sel.folders:
+            current = self.usage(reducible=True)
+            if current is None or current < rule.down_to:
+                break
+            pool = _eligible(rule, fs, cutoff, self.taken)
+            if rule.order == "largest":
+                pool.sort(key=lambda c: (-c.size, c.date or now))
+            else:
+                pool.sort(key=lambda c: (c.date or now, -c.size))
+            chosen: list[Candidate] = []
+            size = 0
+            for c in pool:
+                projected = self.usage(size, len(chosen), reducible=True)
+                if projected is None or projected < rule.down_to:
+                    break
+                chosen.append(c)
+                size += c.size
+            self.add(name, rule, fs, chosen)
+        after = self.usage(reducible=True)
+        if after is not None and after >= rule.down_to:
+            self.notes.append(
+                f"rule {name}: not enough to take; usage stays at {format_percent(after)} "
+                f"(down_to {format_percent(rule.down_to)})"
+            )
+
+
+_VERBS = {"delete": "delete", "archive": "archive and delete"}
+
+
+def cap_problem(
+    actions: Sequence[PlannedAction], selections: Sequence[RuleSelection], limits: Limits
+) -> str | None:
+    """The first safety cap the actions exceed, as a sentence; None when within the caps."""
+    total = sum(len(a.uids) for a in actions)
+    if total > limits.max_delete_messages:
+        names = ", ".join(dict.fromkeys(a.rule for a in actions))
+        return (
+            f"rules {names} would remove {total} messages in one run, above "
+            f"max_delete_messages {limits.max_delete_messages}; nothing done"
+        )
+    sizes: dict[str, int] = {}
+    for sel in selections:
+        for fs in sel.folders:
+            sizes[fs.folder] = max(sizes.get(fs.folder, 0), fs.total_messages)
+    by_folder: dict[str, list[PlannedAction]] = {}
+    for a in actions:
+        by_folder.setdefault(a.folder, []).append(a)
+    for folder, group in by_folder.items():
+        count = sum(len(a.uids) for a in group)
+        size = max(sizes.get(folder, 0), count)
+        if count / size > limits.max_delete_fraction:
+            rules = list(dict.fromkeys(a.rule for a in group))
+            verbs = {_VERBS.get(a.action, "move away") for a in group}
+            verb = verbs.pop() if len(verbs) == 1 else "remove"
+            who = f"rule {rules[0]}" if len(rules) == 1 else f"rules {', '.join(rules)}"
+            return (
+                f"{who} would {verb} {count} of {size} messages ({count / size:.0%}) in {folder}, "
+                f"above max_delete_fraction {limits.max_delete_fraction:.0%}; nothing done"
+            )
+    return None
+
+
+def plan(
+    snapshot: Snapshot,
+    selections: Sequence[RuleSelection],
+    rules: Mapping[str, Rule],
+    limits: Limits,
+    now: datetime,
+) -> Plan:
+    """The plan for one account: age rules first (in the given order), then quota-driven rules,
+    which see the usage the age rules already freed; a message is planned at most once."""
+    b = _Builder(snapshot, snapshot.account)
+    age_first = sorted(selections, key=lambda s: rules[s.rule].when_above is not None)
+    for sel in age_first:
+        rule = rules[sel.rule]
+        b.notes.extend(sel.notes)
+        if rule.when_above is None:
+            b.age_rule(sel.rule, rule, sel, now)
+        else:
+            b.quota_rule(sel.rule, rule, sel, now)
+    before = snapshot.usage_ratio
+    problem = cap_problem(b.actions, selections, limits)
+    if problem is not None:
+        return Plan(snapshot.account, before, before, (), tuple(b.notes), problem)
+    return Plan(snapshot.account, before, b.usage(), tuple(b.actions), tuple(b.notes))
+
+
+def failed_plan(account: str, error: str, usage: float | None = None) -> Plan:
+    """The plan of an account that could not be planned (login or server failure)."""
+    return Plan(account, usage, usage, (), (), error)

@@ -1,0 +1,217 @@
+"""Retention for one account: resolve rule folders, gather candidates from the session, plan, and apply."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import datetime
+from fnmatch import fnmatchcase
+
+from quotawatch.accounts import password_for
+from quotawatch.audit import AuditLog
+from quotawatch.check import snapshot
+from quotawatch.config import Account, Config, Rule
+from quotawatch.errors import QuotawatchError
+from quotawatch.executor import CleanupResult, execute
+from quotawatch.mailbox import (
+    FolderSelection,
+    MailboxSession,
+    SearchQuery,
+    SessionFactory,
+    open_session,
+)
+from quotawatch.model import FolderInfo, Snapshot
+from quotawatch.planner import Limits, Plan, RuleSelection, age_cutoff, failed_plan, plan
+from quotawatch.secrets import SecretCache
+from quotawatch.state import State
+
+log = logging.getLogger(__name__)
+
+#: special-use folders that are views onto other folders; a glob never selects them
+_VIRTUAL = {"\\all", "\\flagged"}
+Progress = Callable[[str], None]
+
+
+def resolve_folders(
+    name: str, rule: Rule, folders: Sequence[FolderInfo]
+) -> tuple[list[str], list[str]]:
+    """Folder names a rule covers, in the order of its ``folders`` entries, and notes.
+
+    An entry is a special-use flag (``\\Trash``), a shell-style glob or a name. A glob never
+    matches INBOX unless the rule has ``allow_inbox``, nor virtual folders (\\All, \\Flagged);
+    the rule's own move target is never cleaned by it.
+    """
+    found: list[str] = []
+    notes: list[str] = []
+    target = rule.move_target
+    for entry in rule.folders:
+        if entry.startswith("\\"):
+            matches = [f.name for f in folders if (f.special_use or "").lower() == entry.lower()]
+        elif any(ch in entry for ch in "*?["):
+            matches = [
+                f.name
+                for f in folders
+                if fnmatchcase(f.name, entry)
+                and (rule.allow_inbox or f.name.upper() != "INBOX")
+                and (f.special_use or "").lower() not in _VIRTUAL
+            ]
+        else:
+            inbox = entry.upper() == "INBOX"
+            matches = [
+                f.name for f in folders if f.name == entry or (inbox and f.name.upper() == "INBOX")
+            ]
+        if not matches:
+            notes.append(f"rule {name}: no folder matches {entry!r}")
+        found += [m for m in matches if m not in found and m != target]
+    return found, notes
+
+
+def move_target(rule: Rule, folders: Sequence[FolderInfo]) -> str | None:
+    """The folder a ``move:`` action goes to; a special-use flag is resolved to its folder."""
+    target = rule.move_target
+    if target is None or not target.startswith("\\"):
+        return target
+    return next((f.name for f in folders if (f.special_use or "").lower() == target.lower()), None)
+
+
+def search_query(rule: Rule, folder: str, now: datetime) -> SearchQuery:
+    """What the server should select for ``rule`` in ``folder``, protections included."""
+    keep_unseen = rule.keep_unseen if rule.keep_unseen is not None else folder.upper() == "INBOX"
+    return SearchQuery(
+        before=age_cutoff(rule, now),
+        age=rule.age,
+        larger_than=rule.larger_than,
+        exclude_flagged=rule.keep_flagged,
+        exclude_unseen=keep_unseen,
+    )
+
+
+def _dated(
+    session: MailboxSession, account: Account, sel: FolderSelection, state: State, now: datetime
+) -> tuple[FolderSelection, tuple[str, ...]]:
+    """Apply first-seen dates where the server could not apply the age, and the POP3 guard."""
+    pop3 = session.protocol == "pop3"
+    if sel.age_applied and not pop3:
+        return sel, ()
+    uids = sel.all_uids or tuple(c.uid for c in sel.candidates)
+    seen = state.first_seen(account.name, sel.folder, sel.uidvalidity or 0, uids, now)
+    candidates = sel.candidates
+    if not sel.age_applied:
+        candidates = tuple(replace(c, date=seen.get(c.uid)) for c in candidates)
+    notes: tuple[str, ...] = ()
+    if pop3:
+        guard = importlib.import_module("quotawatch.pop3").guard_candidates
+        candidates, notes = guard(account, candidates, seen, now)
+    return replace(sel, candidates=tuple(candidates), age_applied=True), tuple(notes)
+
+
+def plan_account(
+    session: MailboxSession,
+    account: Account,
+    rules: Mapping[str, Rule],
+    snapshot: Snapshot,
+    state: State,
+    now: datetime,
+) -> Plan:
+    """Gather each of the account's rules' candidates (one search per rule and folder), then plan.
+
+    Server errors propagate; the caller records them as the plan's error.
+    """
+    selections = []
+    used = {name: rules[name] for name in account.rules if name in rules}
+    for name, rule in used.items():
+        folders, notes = resolve_folders(name, rule, snapshot.folders)
+        if rule.move_target is not None:
+            target = move_target(rule, snapshot.folders)
+            if target is None:
+                notes.append(f"rule {name}: no folder is {rule.move_target}; nothing planned")
+                folders = []
+            else:
+                used[name] = rule = rule.model_copy(update={"action": f"move:{target}"})
+                folders = [f for f in folders if f != target]
+        sizes = {f.name: f.messages for f in snapshot.folders}
+        per_folder = []
+        for folder in folders:
+            if sizes.get(folder) == 0:
+                continue
+            sel = session.select_candidates(folder, search_query(rule, folder, now))
+            sel, guard_notes = _dated(session, account, sel, state, now)
+            notes += guard_notes
+            per_folder.append(sel)
+        selections.append(RuleSelection(name, tuple(per_folder), tuple(notes)))
+    return plan(snapshot, selections, used, Limits.of(account), now)
+
+
+def cleanup_account(
+    account: Account,
+    config: Config,
+    state: State,
+    audit: AuditLog,
+    secrets: SecretCache,
+    *,
+    apply: bool,
+    now: datetime,
+    factory: SessionFactory = open_session,
+    progress: Progress | None = None,
+) -> tuple[Plan, CleanupResult | None]:
+    """One login: snapshot, plan, and with ``apply`` execute the plan; failures are returned."""
+    usage = None
+    try:
+        session = factory(account, password_for(account, secrets))
+        try:
+            snap = snapshot(session, now)
+            usage = snap.usage_ratio
+            rules = {n: config.rules[n] for n in account.rules if n in config.rules}
+            the_plan = plan_account(session, account, rules, snap, state, now)
+            result = None
+            if apply and (the_plan.actions or the_plan.error):
+                result = execute(session, the_plan, account, rules, audit, now, progress)
+            return the_plan, result
+        finally:
+            session.close()
+    except QuotawatchError as exc:
+        log.warning("retention failed account=%s reason=%s: %s", account.name, exc.reason, exc)
+        return failed_plan(account.name, str(exc), usage), None
+    except Exception as exc:  # one account's bug must not stop the others
+        log.exception("retention failed account=%s reason=internal", account.name)
+        return failed_plan(
+            account.name, f"{account.name}: internal error: {type(exc).__name__}: {exc}", usage
+        ), None
+
+
+def cleanup_accounts(
+    accounts: Sequence[Account],
+    config: Config,
+    state: State,
+    audit: AuditLog,
+    secrets: SecretCache,
+    *,
+    apply: bool,
+    now: datetime,
+    factory: SessionFactory = open_session,
+    progress: Progress | None = None,
+) -> Iterator[tuple[Plan, CleanupResult | None]]:
+    """Results in config order, running up to ``schedule.concurrency`` accounts at once."""
+
+    def one(account: Account) -> tuple[Plan, CleanupResult | None]:
+        return cleanup_account(
+            account,
+            config,
+            state,
+            audit,
+            secrets,
+            apply=apply,
+            now=now,
+            factory=factory,
+            progress=progress,
+        )
+
+    workers = min(config.schedule.concurrency, len(accounts))
+    if workers <= 1:
+        yield from map(one, accounts)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cleanup") as pool:
+        yield from pool.map(one, accounts)
