@@ -48,9 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"quotawatch {__version__}")
     parser.add_argument(
         "--log-level",
-        default="warning",
+        default=None,
         choices=["debug", "info", "warning", "error"],
-        help="default: %(default)s",
+        help="default: info for run, warning otherwise",
     )
     parser.add_argument("--log-format", default="text", choices=["text", "json"])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cleanup", help="apply the retention rules (dry run without --apply)")
     _add_common(p)
     p.add_argument("--apply", action="store_true", help="really delete, move or archive")
+    p.add_argument(
+        "--progress", action="store_true", help="print progress to stderr (default: when a tty)"
+    )
     p.set_defaults(func=cmd_cleanup)
 
     p = sub.add_parser("run", help="run the daemon: scheduled checks, cleanups, metrics, warnings")
@@ -130,29 +133,92 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    print("quotawatch plan: not implemented yet", file=sys.stderr)
-    return EXIT_CONFIG
+    return _retention(args, apply=False)
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
-    print("quotawatch cleanup: not implemented yet", file=sys.stderr)
-    return EXIT_CONFIG
+    return _retention(args, apply=args.apply)
+
+
+def _print_progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _retention(args: argparse.Namespace, *, apply: bool) -> int:
+    """plan / cleanup: one login per account for snapshot, plan and (with apply) execution."""
+    from datetime import UTC, datetime
+
+    from quotawatch.audit import AuditLog
+    from quotawatch.output import render_plans
+    from quotawatch.retention import cleanup_accounts
+    from quotawatch.state import State
+
+    config, accounts = load(args)
+    state = State(config.state_dir)
+    audit = AuditLog(config.state_dir / "audit.jsonl")
+    show = apply and (getattr(args, "progress", False) or sys.stderr.isatty())
+    try:
+        runs = list(
+            cleanup_accounts(
+                accounts, config, state, audit, SecretCache(), apply=apply,
+                now=datetime.now(UTC), progress=_print_progress if show else None,
+            )
+        )  # fmt: skip
+    finally:
+        state.close()
+    if args.json:
+        out = []
+        for plan, result in runs:
+            entry = plan.to_json()
+            entry["applied"] = result is not None
+            entry["cleanup"] = result.to_json() if result is not None else None
+            out.append(entry)
+        print(json.dumps({"accounts": out}, indent=2, ensure_ascii=False))
+    else:
+        print(render_plans(runs, applied=apply))
+    failed = any(not p.ok or (r is not None and not r.ok) for p, r in runs)
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    print("quotawatch run: not implemented yet", file=sys.stderr)
-    return EXIT_CONFIG
+    """The daemon (until SIGTERM), or with --once every account's job once: 0 if all succeeded."""
+    from quotawatch.service import serve
+
+    return serve(args.config, once=args.once)
 
 
 def cmd_warn(args: argparse.Namespace) -> int:
-    print("quotawatch warn: not implemented yet", file=sys.stderr)
-    return EXIT_CONFIG
+    """--preview: print the mail each account would get; else decide and send now."""
+    from datetime import UTC, datetime
+
+    from quotawatch.state import State
+    from quotawatch.warncmd import preview_account, warn_now
+
+    config, accounts = load(args)
+    if config.warnings is None or config.smtp is None:
+        raise ConfigError(
+            args.config, [("warnings", "no warnings: (and smtp:) section configured")]
+        )
+    state, secrets, now = State(config.state_dir), SecretCache(), datetime.now(UTC)
+    try:
+        if args.preview:
+            texts = [preview_account(a, config, state, secrets, now) for a in accounts]
+            print("\n\n".join(text for text, _ in texts))
+            return EXIT_OK if all(ok for _, ok in texts) else EXIT_FAILED
+        outcomes = warn_now(accounts, config, state, secrets, now)
+    finally:
+        state.close()
+    for name, o in outcomes:
+        what = f" {o.kind} {o.threshold}" if o.kind else ""
+        print(f"{name}: {o.result}{what}{': ' + o.detail if o.detail else ''}")
+    return EXIT_FAILED if any(o.result == "failed" for _, o in outcomes) else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.log_level, args.log_format)
+    default_level = "info" if args.command == "run" else "warning"
+    setup_logging(args.log_level or default_level, args.log_format)
     try:
         result: int = args.func(args)
         return result

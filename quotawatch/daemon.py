@@ -1,0 +1,321 @@
+"""The daemon: one APScheduler job per account, backoff, SIGHUP reload, clean stop, and ``run --once``."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobEvent
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from quotawatch.accounts import all_accounts
+from quotawatch.check import Clock, utcnow
+from quotawatch.config import Account, Config, load_config
+from quotawatch.errors import ConfigError
+from quotawatch.guard import SessionRegistry
+from quotawatch.jobs import (
+    BACKOFF_REASONS,
+    Backoff,
+    JobResult,
+    WarnHook,
+    backoff_delay,
+    fingerprint,
+    run_account,
+)
+from quotawatch.mailbox import SessionFactory, open_session
+from quotawatch.metrics import Counters, Histogram, StateCollector
+from quotawatch.secrets import SecretCache
+from quotawatch.state import State
+
+log = logging.getLogger(__name__)
+
+#: seconds a stop waits for running jobs to log out; the unit's TimeoutStopSec (30s) is longer
+STOP_GRACE = 20.0
+#: builds the warning hook for a config (None: no warnings configured)
+WarnFactory = Callable[[Config, State, SecretCache, Counters], WarnHook | None]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """One loaded config: swapped as a whole on reload, so a job sees one consistent version."""
+
+    config: Config
+    accounts: dict[str, Account]
+    secrets: SecretCache
+    warn: WarnHook | None = None
+
+
+class Daemon:
+    """Schedules every account's job: ``start`` → ``reload``* → ``stop``; or ``start(once=True)``."""
+
+    def __init__(
+        self,
+        config_path: str,
+        *,
+        factory: SessionFactory = open_session,
+        clock: Clock = utcnow,
+        warn_factory: WarnFactory | None = None,
+    ) -> None:
+        self.config_path = config_path
+        self.clock = clock
+        self.warn_factory = warn_factory or default_warn_factory
+        self.counters = Counters()
+        self.histogram = Histogram()
+        self.sessions = SessionRegistry()
+        self._factory = factory
+        self._once_results: queue.Queue[JobResult | None] | None = None
+        self._inflight = 0
+        self._idle = threading.Condition()
+        self.runtime = self.load()
+        self.state = State(self.runtime.config.state_dir)
+        self.collector = StateCollector(self.state, self.counters, self.histogram, self.healthy)
+        self.scheduler: Any = None
+        self.last_ok: dict[str, bool] = {}
+
+    # ------------------------------------------------------------------ config
+    def load(self) -> Runtime:
+        """Read and validate the config; ConfigError lists every problem."""
+        config = load_config(self.config_path)
+        accounts = {a.name: a for a in all_accounts(config, self.config_path)}
+        return Runtime(config, accounts, SecretCache())
+
+    def _configure(self, rt: Runtime) -> None:
+        rt_warn = self.warn_factory(rt.config, self.state, rt.secrets, self.counters)
+        self.runtime = Runtime(rt.config, rt.accounts, rt.secrets, rt_warn)
+        self.collector.configure(
+            list(rt.accounts),
+            rt.config.metrics.top_folders,
+            rt.config.schedule.cleanup,
+            {n: [(r, rt.config.rules[r].action) for r in a.rules if r in rt.config.rules]
+             for n, a in rt.accounts.items() if a.rules},
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ scheduler
+    def start(self, *, once: bool = False, paused: bool = False) -> None:
+        """Configure metrics, add a job per account and start the scheduler (``paused``: for tests)."""
+        self._configure(self.runtime)
+        self._once_results = queue.Queue() if once else None
+        concurrency = self.runtime.config.schedule.concurrency
+        self.scheduler = BackgroundScheduler(
+            timezone=UTC,
+            executors={"default": ThreadPoolExecutor(concurrency, {"thread_name_prefix": "job"})},
+            job_defaults={"max_instances": 1, "coalesce": True},
+        )
+        self.scheduler.add_listener(
+            self._on_event, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED
+        )
+        now = self.clock()
+        for name in self.runtime.accounts:
+            if once:
+                # Not a DateTrigger: APScheduler 3 removes a spent one-shot job without a lock
+                # check and its thread dies if shutdown() comes in between (SIGTERM during --once).
+                self.scheduler.add_job(self.run_job, IntervalTrigger(days=36500, timezone=UTC),
+                                       args=(name,), id=name, name=name, next_run_time=now,
+                                       misfire_grace_time=None)  # fmt: skip
+            else:
+                self._schedule(name, self._first_run(name, now))
+        self.scheduler.start(paused=paused)
+        log.info(
+            "scheduler started with %d accounts, concurrency %d",
+            len(self.runtime.accounts),
+            concurrency,
+        )
+
+    def _first_run(self, name: str, now: datetime) -> datetime:
+        """Soon (within the jitter) — or one interval after the last stored check, if that is later."""
+        interval = self.runtime.config.schedule.interval
+        start = now + timedelta(seconds=1)
+        last = self.state.last_report(name)
+        if last is not None:
+            start = max(start, min(last[0] + interval, now + interval))
+        return start
+
+    def _schedule(self, name: str, start: datetime) -> None:
+        schedule = self.runtime.config.schedule
+        seconds = schedule.interval.total_seconds()
+        jitter = int(schedule.jitter.total_seconds()) or None
+        trigger = IntervalTrigger(seconds=seconds, start_date=start, jitter=jitter, timezone=UTC)
+        self.scheduler.add_job(self.run_job, trigger, args=(name,), id=name, name=name,
+                               misfire_grace_time=max(1, int(seconds)), replace_existing=True)  # fmt: skip
+
+    def healthy(self) -> bool:
+        """True while the scheduler thread runs and no stop was asked for (``/healthz``)."""
+        sched = self.scheduler
+        thread = getattr(sched, "_thread", None)
+        return bool(sched is not None and sched.running and thread is not None
+                    and thread.is_alive() and not self.sessions.stopping.is_set())  # fmt: skip
+
+    def _on_event(self, event: JobEvent) -> None:
+        if event.code == EVENT_JOB_MISSED:
+            log.warning("account=%s job skipped: the pool was busy for a whole interval "
+                        "(raise schedule.concurrency or interval)", event.job_id)  # fmt: skip
+            self.counters.inc("quotawatch_jobs_missed_total", {})
+        elif event.code == EVENT_JOB_ERROR:
+            log.error("account=%s job crashed: %s", event.job_id, event.exception)
+        result = getattr(event, "retval", None)
+        if self._once_results is not None:
+            self._once_results.put(result if isinstance(result, JobResult) else None)
+
+    # ------------------------------------------------------------------ one job
+    @contextmanager
+    def _tracked(self) -> Iterator[None]:
+        with self._idle:
+            self._inflight += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._inflight -= 1
+                self._idle.notify_all()
+
+    def run_job(self, name: str) -> JobResult | None:
+        """The scheduled job of one account; None when skipped (stopping, removed, in backoff)."""
+        if self.sessions.stopping.is_set():
+            return None
+        rt = self.runtime
+        account = rt.accounts.get(name)
+        if account is None:
+            return None
+        now = self.clock()
+        backoff = Backoff.load(self.state, name, fingerprint(account))
+        if backoff is not None and now < backoff.until:
+            log.info("account=%s skipped: backing off after %d %s failures until %s",
+                     name, backoff.failures, backoff.reason, backoff.until.isoformat())  # fmt: skip
+            self.counters.inc("quotawatch_checks_total", {"result": "skipped"})
+            return None
+        with self._tracked():
+            result = run_account(account, rt.config, self.state, rt.secrets,
+                                 cleanup=rt.config.schedule.cleanup, now=now,
+                                 factory=self.sessions.factory(self._factory), warn=rt.warn)  # fmt: skip
+            self._record(account, result, now, backoff)
+        return result
+
+    def _record(
+        self, account: Account, result: JobResult, now: datetime, backoff: Backoff | None
+    ) -> None:
+        """Count the result, update the backoff, then log (so a logged result is visible)."""
+        name, report = account.name, result.report
+        if report.reason == "shutdown" or name not in self.runtime.accounts:
+            return
+        self.counters.inc("quotawatch_checks_total", {"result": "ok" if report.ok else "failed"})
+        self.histogram.observe(report.duration_seconds)
+        for reason in dict.fromkeys(r for r, _ in result.failures):
+            labels = {"account": name, "reason": reason}
+            self.counters.inc("quotawatch_account_errors_total", labels)
+            self.counters.inc("quotawatch_errors_total", {"reason": reason})
+        for done in result.cleanup.done if result.cleanup is not None else ():
+            labels = {"account": name, "rule": done.rule, "action": done.action}
+            self.counters.inc("quotawatch_cleanup_deleted_messages_total", labels, done.messages)
+            self.counters.inc("quotawatch_cleanup_freed_bytes_total", labels, done.bytes)
+        self.last_ok[name] = result.ok
+        for reason, message in result.failures:
+            if reason in ("plan", "cleanup"):
+                log.warning("account=%s %s failed: %s", name, reason, message)
+            elif reason != "internal":  # internal errors were logged with their traceback
+                log.warning("check failed account=%s reason=%s: %s", name, reason, message)
+        if report.reason in BACKOFF_REASONS:
+            failures = (backoff.failures if backoff else 0) + 1
+            until = now + backoff_delay(failures, self.runtime.config.schedule.interval)
+            Backoff(failures, until, str(report.reason), fingerprint(account)).save(
+                self.state, name
+            )
+            log.warning("account=%s %s failure %d; next attempt not before %s",
+                        name, report.reason, failures, until.isoformat())  # fmt: skip
+        elif backoff is not None:
+            Backoff.clear(self.state, name)
+        if report.snapshot is not None:
+            ratio = report.snapshot.usage_ratio
+            plan = "" if result.plan is None else f", plan frees {result.plan.pending_bytes} bytes"
+            log.info("account=%s checked in %.2fs: usage %s, %d folders%s", name,
+                     report.duration_seconds, "-" if ratio is None else f"{ratio:.1%}",
+                     len(report.snapshot.folders), plan)  # fmt: skip
+
+    # ------------------------------------------------------------------ reload and stop
+    def reload(self) -> bool:
+        """Apply a changed config file; an invalid one is logged and the old one kept."""
+        try:
+            new = self.load()
+        except ConfigError as exc:
+            for line in exc.lines():
+                log.error("reload rejected: %s", line)
+            log.error("reload rejected; still running the previous config")
+            return False
+        old = self.runtime
+        for what, before, after in (
+            ("state_dir", old.config.state_dir, new.config.state_dir),
+            ("metrics listen/TLS/auth", old.config.metrics.model_copy(update={"top_folders": 0}),
+             new.config.metrics.model_copy(update={"top_folders": 0})),
+            ("schedule.concurrency", old.config.schedule.concurrency, new.config.schedule.concurrency),
+        ):  # fmt: skip
+            if before != after:
+                log.warning("reload: %s changed; this takes effect after a restart", what)
+        removed = old.accounts.keys() - new.accounts.keys()
+        added = new.accounts.keys() - old.accounts.keys()
+        changed = {
+            n
+            for n in old.accounts.keys() & new.accounts.keys()
+            if old.accounts[n] != new.accounts[n]
+        }
+        timing = (old.config.schedule.interval, old.config.schedule.jitter) != (
+            new.config.schedule.interval, new.config.schedule.jitter)  # fmt: skip
+        self._configure(new)
+        now = self.clock()
+        for name in removed:
+            with suppress(JobLookupError):
+                self.scheduler.remove_job(name)
+            self.last_ok.pop(name, None)
+        for name in sorted(added | changed):
+            self._schedule(name, now + timedelta(seconds=1))
+        if timing:
+            for name in sorted(new.accounts.keys() - added - changed):
+                self._schedule(name, self._first_run(name, now))
+        self.state.forget_accounts(new.accounts)
+        log.info("reloaded: %d accounts (%d added, %d removed, %d changed)",
+                 len(new.accounts), len(added), len(removed), len(changed))  # fmt: skip
+        return True
+
+    def stop(self, grace: float = STOP_GRACE) -> bool:
+        """No new jobs or commands; wait up to ``grace`` seconds for sessions to log out."""
+        self.sessions.stop()
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        with self._idle:
+            finished = self._idle.wait_for(lambda: self._inflight == 0, timeout=grace)
+        if not finished:
+            log.warning("stop: %d sessions still busy after %.0fs: %s", self._inflight, grace,
+                        ", ".join(self.sessions.busy()))  # fmt: skip
+        else:
+            self.state.close()
+        return finished
+
+    def status_line(self) -> str:
+        ok = sum(self.last_ok.values())
+        failed = len(self.last_ok) - ok
+        return f"{len(self.runtime.accounts)} accounts: {ok} ok, {failed} failing, {len(self.runtime.accounts) - len(self.last_ok)} not checked yet"
+
+    def once_results(self, count: int, done: Callable[[], bool]) -> Sequence[JobResult | None]:
+        """Wait for ``count`` job results of ``run --once`` (or until ``done()``)."""
+        results: list[JobResult | None] = []
+        assert self._once_results is not None, "start(once=True) first"
+        while len(results) < count and not done():
+            with suppress(queue.Empty):
+                results.append(self._once_results.get(timeout=0.2))
+        return results
+
+
+def default_warn_factory(
+    config: Config, state: State, secrets: SecretCache, counters: Counters
+) -> WarnHook | None:
+    """Warning mails (quotawatch.notify) when ``warnings:`` and ``smtp:`` are configured."""
+    from quotawatch.notify import make_warn_hook
+
+    return make_warn_hook(config, state, secrets, counters)

@@ -1,0 +1,302 @@
+"""Prometheus metrics: a collector over the last stored results plus in-memory counters; scrapes never log in."""
+
+from __future__ import annotations
+
+import platform
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from quotawatch import __version__
+from quotawatch.state import State
+
+#: error reasons pre-created in the fleet-wide ``quotawatch_errors_total`` (see errors.py)
+REASONS = (
+    "auth",
+    "capability",
+    "cleanup",
+    "config",
+    "connect",
+    "internal",
+    "plan",
+    "protocol",
+    "safety",
+    "temporary",
+    "timeout",
+    "tls",
+)
+
+#: counter families: name -> (HELP text, label names); anyone holding ``Counters`` may bump these
+COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "quotawatch_account_errors_total": (
+        "Failed account jobs by cause (auth, connect, timeout, tls, ...), since the daemon started.",
+        ("account", "reason"),
+    ),
+    "quotawatch_errors_total": (
+        "Failed account jobs of the whole fleet by cause, since the daemon started.",
+        ("reason",),
+    ),
+    "quotawatch_checks_total": ("Account checks by result (ok, failed, skipped).", ("result",)),
+    "quotawatch_jobs_missed_total": (
+        "Scheduled account jobs dropped because the pool was busy for longer than one interval.",
+        (),
+    ),
+    "quotawatch_cleanup_deleted_messages_total": (
+        "Messages removed from the server by cleanups (deleted, moved or archived), by rule and action.",
+        ("account", "rule", "action"),
+    ),
+    "quotawatch_cleanup_freed_bytes_total": (
+        "Bytes removed from the server by cleanups, by rule and action.",
+        ("account", "rule", "action"),
+    ),
+    "quotawatch_warnings_sent_total": (
+        "Quota warning mails sent, by threshold.",
+        ("account", "threshold"),
+    ),
+    "quotawatch_warnings_failed_total": (
+        "Quota warning mails that could not be sent, by threshold.",
+        ("account", "threshold"),
+    ),
+}
+
+GAUGES: dict[str, str] = {
+    "quotawatch_account_up": "1 if the last check of the account succeeded; 0 if it failed or has not run yet.",
+    "quotawatch_last_success_timestamp_seconds": "Unix time of the last successful check (0 = never).",
+    "quotawatch_last_check_timestamp_seconds": "Unix time of the last check, successful or not.",
+    "quotawatch_last_check_duration_seconds": "How long the last check of the account took.",
+    "quotawatch_quota_usage_bytes": "Storage used in the quota root, in bytes.",
+    "quotawatch_quota_limit_bytes": "Storage limit of the quota root, in bytes.",
+    "quotawatch_quota_usage_messages": "Messages counted against the quota root.",
+    "quotawatch_quota_limit_messages": "Message limit of the quota root.",
+    "quotawatch_quota_usage_ratio": "Usage of the fullest quota resource as a fraction of its limit (1 = full).",
+    "quotawatch_folder_size_bytes": "Size of one of the account's largest folders, in bytes.",
+    "quotawatch_folder_messages": "Messages in one of the account's largest folders.",
+    "quotawatch_plan_pending_bytes": "Bytes the retention rules still want to free after the last cycle.",
+    "quotawatch_accounts_configured": "Accounts in the loaded config.",
+    "quotawatch_cleanup_enabled": "1 if rules are applied on schedule (schedule.cleanup), 0 for monitor-only.",
+    "quotawatch_scheduler_running": "1 while the scheduler runs (what /healthz reports).",
+    "quotawatch_build_info": "Always 1; the labels name the quotawatch and Python versions.",
+}
+
+HISTOGRAM = "quotawatch_check_duration_seconds"
+BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+#: every metric family name this module exports
+METRIC_NAMES = frozenset({*COUNTERS, *GAUGES, HISTOGRAM})
+
+
+class Counters:
+    """Thread-safe in-memory counters of the families in ``COUNTERS``, keyed by label values."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[str, dict[tuple[str, ...], float]] = {name: {} for name in COUNTERS}
+
+    def _key(self, name: str, labels: Mapping[str, str]) -> tuple[str, ...]:
+        if name not in COUNTERS:
+            raise KeyError(f"unknown counter {name!r}")
+        wanted = COUNTERS[name][1]
+        if set(labels) != set(wanted):
+            raise ValueError(
+                f"{name} takes labels {', '.join(wanted) or 'none'}, got {sorted(labels)}"
+            )
+        return tuple(str(labels[k]) for k in wanted)
+
+    def inc(self, name: str, labels: Mapping[str, str], value: float = 1) -> None:
+        """Add ``value`` (>= 0) to the series; creates it on first use."""
+        if value < 0:
+            raise ValueError("counters only go up")
+        key = self._key(name, labels)
+        with self._lock:
+            series = self._values[name]
+            series[key] = series.get(key, 0.0) + value
+
+    def preset(self, name: str, labels: Mapping[str, str]) -> None:
+        """Create the series at 0 if it does not exist yet (so dashboards show 0, not no data)."""
+        key = self._key(name, labels)
+        with self._lock:
+            self._values[name].setdefault(key, 0.0)
+
+    def value(self, name: str, labels: Mapping[str, str]) -> float | None:
+        key = self._key(name, labels)
+        with self._lock:
+            return self._values[name].get(key)
+
+    def forget_accounts(self, keep: Iterable[str]) -> None:
+        """Drop every series whose ``account`` label is not in ``keep``."""
+        keep_set = set(keep)
+        with self._lock:
+            for name, (_help, labelnames) in COUNTERS.items():
+                if "account" not in labelnames:
+                    continue
+                pos = labelnames.index("account")
+                series = self._values[name]
+                for key in [k for k in series if k[pos] not in keep_set]:
+                    del series[key]
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            snapshot = {name: dict(series) for name, series in self._values.items()}
+        for name, (doc, labelnames) in COUNTERS.items():
+            family = CounterMetricFamily(name, doc, labels=labelnames)
+            for key, value in sorted(snapshot[name].items()):
+                family.add_metric(list(key), value)
+            yield family
+
+
+class Histogram:
+    """A label-less histogram of check durations."""
+
+    def __init__(self, buckets: Sequence[float] = BUCKETS) -> None:
+        self._lock = threading.Lock()
+        self.bounds = tuple(buckets)
+        self._counts = [0] * (len(self.bounds) + 1)
+        self._sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        index = next((i for i, b in enumerate(self.bounds) if seconds <= b), len(self.bounds))
+        with self._lock:
+            self._counts[index] += 1
+            self._sum += seconds
+
+    def collect(self) -> Metric:
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        cumulative, running = [], 0
+        for bound, count in zip((*map(str, self.bounds), "+Inf"), counts, strict=True):
+            running += count
+            cumulative.append((bound, float(running)))
+        return HistogramMetricFamily(
+            HISTOGRAM,
+            "Time to log in and read quota and folder sizes of one account.",
+            buckets=cumulative,
+            sum_value=total,
+        )
+
+
+class StateCollector:
+    """The custom collector: gauges from the reports stored in State, counters from memory."""
+
+    def __init__(
+        self,
+        state: State,
+        counters: Counters,
+        histogram: Histogram,
+        running: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.state = state
+        self.counters = counters
+        self.histogram = histogram
+        self.running = running
+        self._lock = threading.Lock()
+        self._accounts: tuple[str, ...] = ()
+        self._top_folders = 10
+        self._cleanup = True
+
+    def configure(
+        self,
+        accounts: Sequence[str],
+        top_folders: int,
+        cleanup: bool,
+        rule_actions: Mapping[str, Sequence[tuple[str, str]]] | None = None,
+    ) -> None:
+        """Set the configured accounts (at start-up and after a reload) and pre-create their series.
+
+        ``rule_actions`` maps an account to its (rule, action) pairs for the cleanup counters.
+        """
+        with self._lock:
+            self._accounts = tuple(accounts)
+            self._top_folders = top_folders
+            self._cleanup = cleanup
+        self.counters.forget_accounts(accounts)
+        for account, pairs in (rule_actions or {}).items():
+            for rule, action in pairs:
+                labels = {"account": account, "rule": rule, "action": action}
+                self.counters.preset("quotawatch_cleanup_deleted_messages_total", labels)
+                self.counters.preset("quotawatch_cleanup_freed_bytes_total", labels)
+        for reason in REASONS:
+            self.counters.preset("quotawatch_errors_total", {"reason": reason})
+        for result in ("ok", "failed", "skipped"):
+            self.counters.preset("quotawatch_checks_total", {"result": result})
+        self.counters.preset("quotawatch_jobs_missed_total", {})
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            accounts, top, cleanup = self._accounts, self._top_folders, self._cleanup
+        reports = self.state.last_reports()
+        fams = {
+            name: GaugeMetricFamily(name, doc, labels=_gauge_labels(name))
+            for name, doc in GAUGES.items()
+        }
+        for name in accounts:
+            stored = reports.get(name)
+            _account_samples(fams, name, stored[0].timestamp() if stored else None,
+                             stored[2] if stored else {}, top)  # fmt: skip
+        fams["quotawatch_accounts_configured"].add_metric([], len(accounts))
+        fams["quotawatch_cleanup_enabled"].add_metric([], int(cleanup))
+        fams["quotawatch_scheduler_running"].add_metric([], int(self.running()))
+        fams["quotawatch_build_info"].add_metric([__version__, platform.python_version()], 1)
+        yield from fams.values()
+        yield from self.counters.collect()
+        yield self.histogram.collect()
+
+
+def _gauge_labels(name: str) -> list[str]:
+    if name.startswith("quotawatch_quota_") and name != "quotawatch_quota_usage_ratio":
+        return ["account", "root"]
+    if name.startswith("quotawatch_folder_"):
+        return ["account", "folder"]
+    if name == "quotawatch_build_info":
+        return ["version", "python"]
+    if name in ("quotawatch_accounts_configured", "quotawatch_cleanup_enabled",
+                "quotawatch_scheduler_running"):  # fmt: skip
+        return []
+    return ["account"]
+
+
+_QUOTA_NAMES = {
+    "STORAGE": ("quotawatch_quota_usage_bytes", "quotawatch_quota_limit_bytes"),
+    "MESSAGE": ("quotawatch_quota_usage_messages", "quotawatch_quota_limit_messages"),
+}
+
+
+def _account_samples(
+    fams: dict[str, GaugeMetricFamily],
+    name: str,
+    checked_at: float | None,
+    data: Mapping[str, Any],
+    top: int,
+) -> None:
+    """Add one account's samples; series every account always has come first."""
+    fams["quotawatch_account_up"].add_metric([name], 1 if data.get("ok") else 0)
+    fams["quotawatch_last_success_timestamp_seconds"].add_metric(
+        [name], data.get("last_success") or 0
+    )
+    fams["quotawatch_plan_pending_bytes"].add_metric([name], data.get("pending_bytes") or 0)
+    if checked_at is None:
+        return
+    fams["quotawatch_last_check_timestamp_seconds"].add_metric([name], checked_at)
+    fams["quotawatch_last_check_duration_seconds"].add_metric(
+        [name], data.get("duration_seconds") or 0
+    )
+    for q in data.get("quota") or ():
+        names = _QUOTA_NAMES.get(str(q.get("resource", "")).upper())
+        if names is None:
+            continue
+        fams[names[0]].add_metric([name, str(q["root"])], q["usage"])
+        if q["limit"] > 0:
+            fams[names[1]].add_metric([name, str(q["root"])], q["limit"])
+    if data.get("usage_ratio") is not None:
+        fams["quotawatch_quota_usage_ratio"].add_metric([name], data["usage_ratio"])
+    for folder in (data.get("folders") or ())[:top]:
+        fams["quotawatch_folder_size_bytes"].add_metric(
+            [name, folder["name"]], folder["size_bytes"]
+        )
+        fams["quotawatch_folder_messages"].add_metric([name, folder["name"]], folder["messages"])
