@@ -353,6 +353,12 @@ class Rule(Strict):
     allow_inbox: bool = Field(
         False, description="Required for a rule that touches INBOX.", examples=[False]
     )
+    max_delete_fraction: Percent | None = Field(
+        None,
+        description="Override the account's max_delete_fraction for the folders this rule acts on "
+        "(e.g. 100% for a Trash rule, where removing everything old is expected).",
+        examples=["100%"],
+    )
 
     @field_validator("action")
     @classmethod

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import imapclient
-from imapclient.exceptions import IMAPClientError, LoginError
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 from imapclient.imap_utf7 import decode as decode_utf7
 from imapclient.imap_utf7 import encode as encode_utf7
 from imapclient.response_parser import parse_response
@@ -98,6 +98,8 @@ def translate_errors(account: str, doing: str) -> Iterator[None]:
         raise ConnectError(account, f"connection lost ({doing}): {exc}") from None
     except OSError as exc:
         raise ConnectError(account, f"network error ({doing}): {exc.strerror or exc}") from None
+    except IMAPClientAbortError as exc:  # a BYE or a broken stream: the session is gone
+        raise ConnectError(account, f"connection lost ({doing}): {_reason(exc)}") from None
     except IMAPClientError as exc:
         raise ProtocolError(account, f"server refused ({doing}): {_reason(exc)}") from None
 

@@ -97,7 +97,10 @@ def render_check(reports: Sequence[AccountReport], max_folders: int | None = Non
         ]
         out.append(
             table(
-                ["FOLDER", "USE", "MESSAGES", "SIZE", "OF QUOTA"], rows, right=(2, 3, 4), indent="  "
+                ["FOLDER", "USE", "MESSAGES", "SIZE", "OF QUOTA"],
+                rows,
+                right=(2, 3, 4),
+                indent="  ",
             )
         )
         if len(shown) < len(folders):

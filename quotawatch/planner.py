@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,10 +32,21 @@ class Limits:
 
     max_delete_fraction: float = 0.5
     max_delete_messages: int = 5000
+    #: per-rule overrides of max_delete_fraction (a rule's own ``max_delete_fraction``)
+    rule_fractions: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, account: AccountFields) -> Limits:
-        return cls(account.max_delete_fraction, account.max_delete_messages)
+    def of(cls, account: AccountFields, rules: Mapping[str, Rule] | None = None) -> Limits:
+        overrides = {
+            name: rule.max_delete_fraction
+            for name, rule in (rules or {}).items()
+            if rule.max_delete_fraction is not None
+        }
+        return cls(account.max_delete_fraction, account.max_delete_messages, overrides)
+
+    def fraction_for(self, rules: Sequence[str]) -> float:
+        """The strictest fraction cap among the rules acting on one folder."""
+        return min(self.rule_fractions.get(r, self.max_delete_fraction) for r in rules)
 
 
 @dataclass(frozen=True)
@@ -262,14 +273,15 @@ def cap_problem(
     for folder, group in by_folder.items():
         count = sum(len(a.uids) for a in group)
         size = max(sizes.get(folder, 0), count)
-        if count / size > limits.max_delete_fraction:
-            rules = list(dict.fromkeys(a.rule for a in group))
+        rules = list(dict.fromkeys(a.rule for a in group))
+        allowed = limits.fraction_for(rules)
+        if count / size > allowed:
             verbs = {_VERBS.get(a.action, "move away") for a in group}
             verb = verbs.pop() if len(verbs) == 1 else "remove"
             who = f"rule {rules[0]}" if len(rules) == 1 else f"rules {', '.join(rules)}"
             return (
                 f"{who} would {verb} {count} of {size} messages ({count / size:.0%}) in {folder}, "
-                f"above max_delete_fraction {limits.max_delete_fraction:.0%}; nothing done"
+                f"above max_delete_fraction {allowed:.0%}; nothing done"
             )
     return None
 

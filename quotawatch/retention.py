@@ -142,7 +142,7 @@ def plan_account(
             notes += guard_notes
             per_folder.append(sel)
         selections.append(RuleSelection(name, tuple(per_folder), tuple(notes)))
-    return plan(snapshot, selections, used, Limits.of(account), now)
+    return plan(snapshot, selections, used, Limits.of(account, used), now)
 
 
 def cleanup_account(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -186,8 +187,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=2525)
     parser.add_argument("--implicit", action="store_true", help="implicit TLS instead of STARTTLS")
     parser.add_argument("--user", default=None, help="USER:PASSWORD to require AUTH")
+    parser.add_argument("--user-env", default=None, help="environment variable holding USER:PASSWORD")
     args = parser.parse_args()
-    auth = dict([args.user.split(":", 1)]) if args.user else None
+    user = os.environ.get(args.user_env, "") if args.user_env else args.user
+    auth = dict([user.split(":", 1)]) if user else None
     logging.basicConfig(level=logging.INFO)
     sink = SmtpSink(
         args.dir, starttls=not args.implicit, implicit_tls=args.implicit, auth=auth, port=args.port

@@ -57,8 +57,19 @@ def demo_config(directory: Path) -> dict[str, object]:
         "state_dir": str(directory / "state"),
         "accounts": accounts,
         "rules": {
-            "trash-30d": {"folders": ["\\Trash"], "older_than": "30d", "age": "saved"},
-            "junk-14d": {"folders": ["\\Junk"], "older_than": "14d", "age": "received"},
+            # removing everything old from Trash and Junk is expected: lift the 50% per-folder cap
+            "trash-30d": {
+                "folders": ["\\Trash"],
+                "older_than": "30d",
+                "age": "saved",
+                "max_delete_fraction": "100%",
+            },
+            "junk-14d": {
+                "folders": ["\\Junk"],
+                "older_than": "14d",
+                "age": "received",
+                "max_delete_fraction": "100%",
+            },
             "make-room": {
                 "when_above": "90%",
                 "down_to": "80%",
@@ -78,6 +89,31 @@ def demo_config(directory: Path) -> dict[str, object]:
         },
         "schedule": {"interval": "5m", "jitter": "10s", "concurrency": 4, "cleanup": False},
         "metrics": {"listen": "127.0.0.1:9947"},
+        **smtp_config(directory),
+    }
+
+
+def smtp_config(directory: Path) -> dict[str, object]:
+    """smtp and warnings sections for the demo's SMTP sink, when scripts/demo started one."""
+    sink = directory / "smtp"
+    if not (sink / "port").exists():
+        return {}
+    return {
+        "smtp": {
+            "host": "127.0.0.1",
+            "port": int((sink / "port").read_text()),
+            "tls": "starttls",
+            "ca_file": str(sink / "ca.pem"),
+            "username": "quotawatch",
+            "password_file": str(directory / "secrets" / "smtp"),
+            "from": "Mail service <postmaster@example.org>",
+        },
+        "warnings": {
+            "thresholds": ["80%", "90%", "95%"],
+            "rearm_below": "75%",
+            "remind_every": "7d",
+            "language": "en",
+        },
     }
 
 

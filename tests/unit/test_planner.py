@@ -253,6 +253,29 @@ def test_fraction_cap_adds_up_rules_on_the_same_folder() -> None:
     )
 
 
+def test_a_rule_can_lift_the_fraction_cap_for_its_folders() -> None:
+    from quotawatch.config import Account
+
+    r = {
+        "trash-30d": rule(folders=["\\Trash"], older_than="30d", max_delete_fraction="100%"),
+        "junk-14d": rule(folders=["\\Junk"], older_than="14d"),
+    }
+    account = Account.model_validate(
+        {"name": "a", "host": "h", "username": "u", "password_env": "X"}
+    )
+    limits = Limits.of(account, r)
+    trash = fsel("Trash", *(cand(i, 40) for i in range(10)), total=10)
+    assert run(r, [RuleSelection("trash-30d", (trash,))], limits=limits).messages == 10
+    first = fsel("Junk", *(cand(i, 40) for i in range(5)), total=10)
+    second = fsel("Junk", *(cand(i, 40) for i in range(5, 10)), total=10)
+    both = run(
+        r,
+        [RuleSelection("trash-30d", (first,)), RuleSelection("junk-14d", (second,))],
+        limits=limits,
+    )
+    assert both.error is not None and "max_delete_fraction 50%" in both.error, "strictest wins"
+
+
 def test_message_cap_stops_a_runaway_rule() -> None:
     r = {"t": rule(folders=["Trash"], older_than="1d")}
     f = fsel("Trash", *(cand(i, 5) for i in range(11)), total=1000)
