@@ -1,0 +1,171 @@
+"""The YAML config: pydantic models (which double as the reference) and a loader that reports every problem at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError
+
+from quotawatch.config.account import Account, AccountFields, AccountSource, AccountTemplate
+from quotawatch.config.base import DEFAULT_PORTS, Email, Strict, TlsMode, check_tls_mode
+from quotawatch.config.rules import SPECIAL_USE_FLAGS, Rule, pop3_rule_problems
+from quotawatch.config.service import AdminDigest, Metrics, Schedule, Smtp, Threshold, Warnings
+from quotawatch.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_PORTS",
+    "SPECIAL_USE_FLAGS",
+    "Account",
+    "AccountFields",
+    "AccountSource",
+    "AccountTemplate",
+    "AdminDigest",
+    "Config",
+    "Email",
+    "Metrics",
+    "Rule",
+    "Schedule",
+    "Smtp",
+    "Strict",
+    "Threshold",
+    "TlsMode",
+    "Warnings",
+    "check_tls_mode",
+    "load_config",
+    "parse_config",
+    "pop3_rule_problems",
+]
+
+
+class Config(Strict):
+    """The whole quotawatch config file."""
+
+    state_dir: Path = Field(
+        Path("./state"),
+        description="SQLite state and the audit log live here.",
+        examples=["/var/lib/quotawatch"],
+    )
+    accounts: list[Account] = Field(default_factory=list, description="Mailboxes to watch.")
+    account_sources: list[AccountSource] = Field(
+        default_factory=list, description="Many mailboxes from a username list."
+    )
+    rules: dict[str, Rule] = Field(default_factory=dict, description="Retention rules by name.")
+    schedule: Schedule = Schedule()
+    metrics: Metrics = Metrics()
+    smtp: Smtp | None = None
+    warnings: Warnings | None = None
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after", "function-before", "function-plain") or "[" in str(part):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _cross_checks(data: Config) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    seen: dict[str, int] = {}
+    for i, acct in enumerate(data.accounts):
+        if acct.name in seen:
+            problems.append(
+                (
+                    f"accounts[{i}].name",
+                    f"duplicate account name {acct.name!r} (also accounts[{seen[acct.name]}])",
+                )
+            )
+        seen.setdefault(acct.name, i)
+    owners: list[tuple[str, AccountFields]] = [
+        (f"accounts[{i}]", a) for i, a in enumerate(data.accounts)
+    ]
+    owners += [
+        (f"account_sources[{i}].template", s.template) for i, s in enumerate(data.account_sources)
+    ]
+    for where, owner in owners:
+        for j, rule_name in enumerate(owner.rules):
+            rule = data.rules.get(rule_name)
+            if rule is None:
+                known = ", ".join(sorted(data.rules)) or "none defined"
+                problems.append(
+                    (f"{where}.rules[{j}]", f"unknown rule {rule_name!r} (known: {known})")
+                )
+                continue
+            if owner.protocol == "pop3":
+                problems += [
+                    (f"rules.{rule_name}.{field}", f"{msg} (rule used by POP3 account at {where})")
+                    for field, msg in pop3_rule_problems(rule)
+                ]
+        if owner.protocol == "pop3" and owner.quota is None and not owner.quota_from_imap:
+            problems.append(
+                (f"{where}.quota", "a POP3 account needs quota: SIZE or quota_from_imap: true")
+            )
+    if data.warnings is not None and data.smtp is None:
+        problems.append(("smtp", "warnings are configured but smtp is not"))
+    return problems
+
+
+def parse_config(data: Any, path: str = "<config>") -> Config:
+    """Validate already-parsed YAML data; raise ConfigError listing every problem."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(path, [("", "the top level must be a mapping")])
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False, include_input=False):
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append((_loc(err["loc"]), msg))
+        raise ConfigError(path, problems) from None
+    problems = _cross_checks(config)
+    if problems:
+        raise ConfigError(path, problems)
+    return config
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    mapping: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node)
+        if key in mapping:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        mapping[key] = loader.construct_object(value_node, deep=True)
+    return mapping
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config file; relative paths in it are taken from the file's folder."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(name, [("", f"cannot read: {exc.strerror}")]) from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(name, [("", f"{where}invalid YAML: {problem}")]) from None
+    config = parse_config(data, name)
+    base = Path(path).resolve().parent
+    if not config.state_dir.is_absolute():
+        config = config.model_copy(update={"state_dir": base / config.state_dir})
+    return config

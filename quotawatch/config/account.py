@@ -1,0 +1,215 @@
+"""Account settings: one mailbox, a template for many, and where their usernames come from."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from quotawatch.config.base import DEFAULT_PORTS, Strict, TlsMode, _check_email, check_tls_mode
+from quotawatch.units import ByteSize, Duration, Percent
+
+
+class AccountFields(Strict):
+    """Settings shared by accounts and account templates."""
+
+    protocol: Literal["imap", "pop3"] = Field(
+        "imap", description="Mail access protocol.", examples=["imap", "pop3"]
+    )
+    host: str = Field(
+        description="Server host name (also the name checked in its certificate).",
+        examples=["mail.example.org"],
+    )
+    port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="TCP port; default from protocol and tls (993/143 IMAP, 995/110 POP3).",
+        examples=[993],
+    )
+    allow_insecure_plaintext: bool = Field(
+        False, description="Permit tls: none, sending the password unencrypted.", examples=[False]
+    )
+    tls: TlsMode = Field(
+        TlsMode.implicit,
+        validate_default=True,
+        description="implicit = TLS from the first byte; starttls = upgrade, refused if the server "
+        "does not offer it; none = plaintext, needs allow_insecure_plaintext.",
+        examples=["implicit"],
+    )
+    ca_file: Path | None = Field(
+        None,
+        description="PEM file of CAs to trust instead of the system store. Verification is always on.",
+        examples=["/etc/quotawatch/ca.pem"],
+    )
+    username: str = Field(
+        description='Login name. For a Dovecot master user: "alice*admin".', examples=["alice"]
+    )
+    authorize_as: str | None = Field(
+        None,
+        description="SASL PLAIN authorization identity: log in with username/password "
+        "(an admin) and act as this user (Dovecot, Cyrus).",
+        examples=["alice"],
+    )
+    password_file: Path | None = Field(
+        None,
+        description="File holding the password (mode 0600 or stricter; one line).",
+        examples=["/etc/quotawatch/secrets/alice"],
+    )
+    password_env: str | None = Field(
+        None,
+        description="Environment variable holding the password.",
+        examples=["QW_ALICE_PASSWORD"],
+    )
+    password_credential: str | None = Field(
+        None,
+        description="systemd credential name, read from $CREDENTIALS_DIRECTORY/NAME (LoadCredential=).",
+        examples=["alice"],
+    )
+    email: str | None = Field(
+        None, description="The user's address, where warnings go.", examples=["alice@example.org"]
+    )
+    warning_email: str | None = Field(
+        None,
+        description="Additional address for warnings (a mailbox that is not the full one).",
+        examples=["alice.private@example.net"],
+    )
+    language: Literal["en", "de"] | None = Field(
+        None,
+        description="Language of warning mails; default from warnings.language.",
+        examples=["de"],
+    )
+    connect_timeout: float = Field(
+        15.0, gt=0, description="Seconds to wait for the TCP and TLS handshake.", examples=[15]
+    )
+    timeout: float = Field(
+        60.0, gt=0, description="Seconds to wait for any server response.", examples=[60]
+    )
+    rules: list[str] = Field(
+        default_factory=list,
+        description="Names of retention rules applied to this account.",
+        examples=[["trash-30d", "junk-14d"]],
+    )
+    max_delete_fraction: Percent = Field(
+        0.5,
+        description="Safety cap: stop if a run would remove more than this share of any folder.",
+        examples=["50%"],
+    )
+    max_delete_messages: int = Field(
+        5000,
+        ge=0,
+        description="Safety cap: stop if a run would remove more messages than this.",
+        examples=[5000],
+    )
+    # POP3 only
+    quota: ByteSize | None = Field(
+        None,
+        description="POP3: the mailbox quota (POP3 cannot ask the server).",
+        examples=["500MB"],
+    )
+    quota_from_imap: bool = Field(
+        False,
+        description="POP3: read the quota over IMAP with the same credentials.",
+        examples=[False],
+    )
+    imap_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="POP3 with quota_from_imap: the IMAP port, same host and tls mode "
+        "(default 993 for tls: implicit, 143 otherwise).",
+        examples=[993],
+    )
+    min_on_server: Duration = Field(
+        timedelta(days=7),
+        description="POP3: delete a message only after it has been on the server this long "
+        "(by quotawatch's first-seen record), so the user's client has fetched it.",
+        examples=["7d"],
+    )
+    client_state_file: Path | None = Field(
+        None,
+        description="POP3: copy of the client's list of downloaded UIDLs (Thunderbird popstate.dat, "
+        "getmail oldmail-*, fetchmail .fetchids); only UIDLs listed there may be deleted.",
+        examples=["/var/lib/quotawatch/bob.fetchids"],
+    )
+
+    _check_email = field_validator("email", "warning_email")(lambda cls, v: _check_email(v))
+
+    @field_validator("tls")
+    @classmethod
+    def _check_tls(cls, tls: TlsMode, info: ValidationInfo) -> TlsMode:
+        check_tls_mode(tls, info.data.get("port"), bool(info.data.get("allow_insecure_plaintext")))
+        return tls
+
+    @model_validator(mode="after")
+    def _check_transport(self) -> AccountFields:
+        sources = [self.password_file, self.password_env, self.password_credential]
+        if sum(s is not None for s in sources) != 1:
+            raise ValueError("set exactly one of password_file, password_env, password_credential")
+        if self.protocol == "imap":
+            for name in ("quota", "client_state_file", "imap_port"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} is for POP3 accounts only")
+            if self.quota_from_imap:
+                raise ValueError("quota_from_imap is for POP3 accounts only")
+            if "min_on_server" in self.model_fields_set:
+                raise ValueError("min_on_server is for POP3 accounts only")
+        else:
+            if self.quota is not None and self.quota_from_imap:
+                raise ValueError("set either quota or quota_from_imap: true, not both")
+            if self.imap_port is not None and not self.quota_from_imap:
+                raise ValueError("imap_port is only used with quota_from_imap: true")
+            if self.imap_port is not None and self.tls is not TlsMode.none:
+                try:
+                    check_tls_mode(self.tls, self.imap_port, self.allow_insecure_plaintext)
+                except ValueError as exc:
+                    raise ValueError(f"imap_port: {exc}") from None
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        return self.port if self.port is not None else DEFAULT_PORTS[(self.protocol, self.tls)]
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.@+-][A-Za-z0-9_.@+ -]*$")
+
+
+def _check_name(value: str) -> str:
+    if not _NAME_RE.match(value) or len(value) > 200:
+        raise ValueError(
+            f"account name {value!r} may contain only letters, digits, space and _ . @ + -"
+        )
+    return value
+
+
+class Account(AccountFields):
+    """One mailbox to watch."""
+
+    name: Annotated[str, AfterValidator(_check_name)] = Field(
+        description="Unique name, used in logs and metric labels.", examples=["alice"]
+    )
+
+
+class AccountTemplate(AccountFields):
+    """An account with ``{user}`` placeholders, expanded for each listed username."""
+
+    name: str = Field("{user}", description="Account name pattern.", examples=["{user}"])
+
+
+class AccountSource(Strict):
+    """Many mailboxes from a list of usernames and one template (one admin credential)."""
+
+    usernames_file: Path = Field(
+        description='One username per line; "#" starts a comment.',
+        examples=["/etc/quotawatch/users.txt"],
+    )
+    template: AccountTemplate
