@@ -7,11 +7,11 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from quotawatch.accounts import password_for
 from quotawatch.audit import AuditLog
@@ -29,7 +29,17 @@ from quotawatch.state import State
 log = logging.getLogger(__name__)
 
 #: called after every job with the account, its report, its plan (or None) and the job's ``now``
-WarnHook = Callable[[Account, AccountReport, Plan | None, datetime], None]
+class WarnHook(Protocol):
+    """Called after each job; ``cleanup`` tells what the job just freed, so mails show fresh usage."""
+
+    def __call__(
+        self,
+        account: Account,
+        report: AccountReport,
+        plan: Plan | None,
+        now: datetime,
+        cleanup: CleanupResult | None = None,
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -208,7 +218,7 @@ def run_account(
 def _finish(job: JobResult, account: Account, now: datetime, warn: WarnHook | None) -> JobResult:
     if warn is not None and job.report.reason != "shutdown":
         try:
-            warn(account, job.report, job.plan, now)
+            warn(account, job.report, job.plan, now, cleanup=job.cleanup)
         except Exception as exc:
             log.error("warning hook failed account=%s: %s", account.name, exc, exc_info=exc)
     return job

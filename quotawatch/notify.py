@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from email.message import EmailMessage
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from quotawatch.config import Account, Config
 from quotawatch.digest import send_digest_if_due
@@ -19,6 +19,9 @@ from quotawatch.render import Freeable, MailContent, clean, render
 from quotawatch.secrets import SecretCache
 from quotawatch.state import State
 from quotawatch.warning import Decision, Usage, WarningState, decide, failed
+
+if TYPE_CHECKING:
+    from quotawatch.jobs import WarnHook
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +288,7 @@ def process_warnings(
 
 def make_warn_hook(
     config: Config, state: State, secrets: SecretCache, counters: Counters
-) -> Callable[[Account, AccountReport, Any, datetime], None] | None:
+) -> WarnHook | None:
     """The daemon's ``WarnFactory``: a hook bound to one config, or None without warnings."""
     if config.warnings is None or config.smtp is None:
         return None

@@ -109,8 +109,16 @@ def warn_now(
     for account in accounts:
         got: list[Outcome] = []
 
-        def hook(acct: Account, report: AccountReport, plan: Any, when: datetime) -> None:
-            got.append(warn_account(acct, report, plan, state, config, when, mailer))  # noqa: B023
+        def hook(
+            account: Account,
+            report: AccountReport,
+            plan: Any,
+            now: datetime,
+            cleanup: Any = None,
+        ) -> None:
+            got.append(  # noqa: B023
+                warn_account(account, report, plan, state, config, now, mailer, cleanup=cleanup)
+            )
 
         job = run_account(
             account, config, state, secrets, cleanup=False, now=now, factory=factory, warn=hook

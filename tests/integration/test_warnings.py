@@ -86,10 +86,12 @@ class Env:
     def cycle(self, when: datetime) -> JobResult:
         """One daemon cycle for the account: real check, stored report, then the warn hook."""
 
-        def hook(account: Account, report: Any, plan: Any, now: datetime) -> None:
+        def hook(
+            account: Account, report: Any, plan: Any, now: datetime, cleanup: Any = None
+        ) -> None:
             process_warnings(
                 account, report, plan, self.state, self.config, now, self.mailer,
-                counters=self.counters,
+                counters=self.counters, cleanup=cleanup,
             )  # fmt: skip
 
         return run_account(
