@@ -73,8 +73,11 @@ def demo_config(directory: Path) -> dict[str, object]:
             "make-room": {
                 "when_above": "90%",
                 "down_to": "80%",
-                "folders": ["\\Junk", "\\Trash", "Archive/*"],
+                "folders": ["\\Junk", "\\Trash", "Archive/*", "INBOX"],
+                "allow_inbox": True,
+                "max_delete_fraction": "100%",  # bounded by down_to instead
                 "order": "oldest",
+                "age": "received",  # the demo's mail was all filed today: age by arrival
                 "action": "archive",
                 "archive_dir": str(directory / "archive" / "{account}"),
             },

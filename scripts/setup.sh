@@ -28,7 +28,12 @@ install_python_env() {
         echo "setup: creating virtualenv $VENV" >&2
         "$python" -m venv "$VENV"
     fi
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$REPO[dev]"
+    local log="$VENV/pip-install.log"
+    if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -e "$REPO[dev]" > "$log" 2>&1; then
+        cat "$log" >&2
+        echo "setup: pip install failed (log: $log)" >&2
+        return 1
+    fi
 }
 
 setup_all() {
