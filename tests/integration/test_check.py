@@ -116,6 +116,26 @@ def test_fallback_without_status_size_gives_same_numbers(
         assert got[name] == numbers, name
 
 
+def test_status_per_folder_without_list_status_gives_same_numbers(
+    tmp_path: Path, user: Any, dovecot_nolist: Any
+) -> None:
+    from types import SimpleNamespace
+
+    from quotawatch.imap import ImapSession
+
+    dovecot_nolist.add_user(user.name, user.password, quota_bytes=10 * 1024 * 1024)
+    sandbox_user = SimpleNamespace(name=user.name, password=user.password, dovecot=dovecot_nolist)
+    with ImapSession.connect(load_config_account(dovecot_nolist, user), _pw(user.password)) as s:
+        assert "LIST-STATUS" not in s.capabilities() and "STATUS=SIZE" in s.capabilities()
+    expected = fill(sandbox_user)
+    report = report_for(config_for(tmp_path, sandbox_user))
+    assert report.ok, report.error
+    got = {f.name: (f.messages, f.size_bytes) for f in report.snapshot.folders}
+    for name, numbers in expected.items():
+        assert got[name] == numbers, name
+    assert {f.name: f.special_use for f in report.snapshot.folders}["Trash"] == "\\Trash"
+
+
 def test_status_size_path_advertised(dovecot: Any, user: Any) -> None:
     from quotawatch.imap import ImapSession
 
