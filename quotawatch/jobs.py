@@ -28,9 +28,10 @@ from quotawatch.state import State
 
 log = logging.getLogger(__name__)
 
-#: called after every job with the account, its report, its plan (or None) and the job's ``now``
+
 class WarnHook(Protocol):
-    """Called after each job; ``cleanup`` tells what the job just freed, so mails show fresh usage."""
+    """Called after every job with the account, its report, its plan (or None), the job's ``now``
+    and what the job's cleanup freed (so a warning mail shows the usage after it)."""
 
     def __call__(
         self,

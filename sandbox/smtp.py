@@ -187,7 +187,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=2525)
     parser.add_argument("--implicit", action="store_true", help="implicit TLS instead of STARTTLS")
     parser.add_argument("--user", default=None, help="USER:PASSWORD to require AUTH")
-    parser.add_argument("--user-env", default=None, help="environment variable holding USER:PASSWORD")
+    parser.add_argument(
+        "--user-env", default=None, help="environment variable holding USER:PASSWORD"
+    )
     args = parser.parse_args()
     user = os.environ.get(args.user_env, "") if args.user_env else args.user
     auth = dict([user.split(":", 1)]) if user else None
