@@ -33,6 +33,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from procstat import tree_cpu  # noqa: E402
 
 from sandbox.dovecot import Dovecot, make_base_dir  # noqa: E402
 
@@ -62,9 +65,10 @@ def populate(dovecot: Dovecot, users: list[str], folders: int, ctx: ssl.SSLConte
 
 def serial_imaplib(
     dovecot: Dovecot, users: list[str], ctx: ssl.SSLContext
-) -> tuple[float, float, float]:
+) -> tuple[float, float, float, float]:
     """LOGIN, GETQUOTAROOT, LIST, STATUS per folder, LOGOUT — one account after the other."""
     before, started, cpu = machine_busy(), time.perf_counter(), time.process_time()
+    server = tree_cpu(dovecot.pid_file)
     for user in users:
         imap = imaplib.IMAP4_SSL(dovecot.host, dovecot.imaps_port, ssl_context=ctx)
         imap.login(f"{user}*{dovecot.master_user}", dovecot.master_password)
@@ -77,7 +81,8 @@ def serial_imaplib(
             imap.status(name.group(1).decode(), "(MESSAGES SIZE)")
         imap.logout()
     elapsed = time.perf_counter() - started
-    return elapsed, time.process_time() - cpu, busy_share(before, machine_busy())
+    server = tree_cpu(dovecot.pid_file) - server
+    return elapsed, time.process_time() - cpu, busy_share(before, machine_busy()), server
 
 
 def write_config(work: Path, dovecot: Dovecot, users: list[str], **schedule: object) -> Path:
@@ -124,9 +129,10 @@ def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
     return (after[0] - before[0]) / max(1, after[1] - before[1])
 
 
-def run_once(config: Path) -> tuple[float, float, float]:
-    """Wall seconds, quotawatch CPU seconds, share of all CPUs busy (quotawatch + Dovecot)."""
+def run_once(config: Path, dovecot: Dovecot) -> tuple[float, float, float, float]:
+    """Wall seconds, quotawatch CPU seconds, share of all CPUs busy, Dovecot CPU seconds."""
     before, started, usage0 = machine_busy(), time.perf_counter(), os.times()
+    server = tree_cpu(dovecot.pid_file)
     proc = subprocess.run([*quotawatch(), "--log-level", "warning", "run", "--once", "--config",
                            str(config)], cwd=REPO, capture_output=True, text=True)  # fmt: skip
     elapsed, usage1 = time.perf_counter() - started, os.times()
@@ -134,7 +140,7 @@ def run_once(config: Path) -> tuple[float, float, float]:
     cpu += usage1.children_system - usage0.children_system
     if proc.returncode != 0:
         raise SystemExit(f"run --once failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return elapsed, cpu, busy_share(before, machine_busy())
+    return elapsed, cpu, busy_share(before, machine_busy()), tree_cpu(dovecot.pid_file) - server
 
 
 def rss_kib(pid: int) -> int:
@@ -227,20 +233,23 @@ def main() -> None:
         )
 
         config = write_config(work, dovecot, users, concurrency=args.concurrency)
-        run_once(config)  # warm-up: Dovecot indexes and caches, Python bytecode
+        run_once(config, dovecot)  # warm-up: Dovecot indexes and caches, Python bytecode
         serial_imaplib(dovecot, users[:20], ctx)
         ours, theirs = [], []
         for _ in range(args.rounds):
-            ours.append(run_once(write_config(work, dovecot, users, concurrency=args.concurrency)))
+            config = write_config(work, dovecot, users, concurrency=args.concurrency)
+            ours.append(run_once(config, dovecot))
             theirs.append(serial_imaplib(dovecot, users, ctx))
         q = sorted(ours)[len(ours) // 2]
         s = sorted(theirs)[len(theirs) // 2]
         print(f"\n{args.accounts} accounts x {args.folders} folders, median of {args.rounds} rounds "
               f"({os.cpu_count()} CPUs shared with Dovecot)")  # fmt: skip
         print(f"  quotawatch run --once (concurrency {args.concurrency}, incl. start-up): "
-              f"{q[0]:.2f}s wall, {q[1]:.2f}s quotawatch CPU, machine {q[2]:.0%} busy")  # fmt: skip
+              f"{q[0]:.2f}s wall, {q[1]:.2f}s quotawatch CPU, {q[3]:.2f}s Dovecot CPU, "
+              f"machine {q[2]:.0%} busy")  # fmt: skip
         print(f"  serial imaplib LOGIN/GETQUOTAROOT/LIST/STATUS x{args.folders}/LOGOUT: "
-              f"{s[0]:.2f}s wall, {s[1]:.2f}s client CPU, machine {s[2]:.0%} busy")  # fmt: skip
+              f"{s[0]:.2f}s wall, {s[1]:.2f}s client CPU, {s[3]:.2f}s Dovecot CPU, "
+              f"machine {s[2]:.0%} busy")  # fmt: skip
         print(f"  ratio serial / quotawatch: {s[0] / q[0]:.2f}x")
 
         if args.big:

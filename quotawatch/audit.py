@@ -9,6 +9,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+#: one shared encoder: ``json.dumps`` with options builds a new one per call
+_encode = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
+
 
 class AuditLog:
     """Appends JSON lines to ``path`` (``state_dir/audit.jsonl``); safe to share between threads.
@@ -27,7 +30,7 @@ class AuditLog:
 
     def record_many(self, entries: Iterable[dict[str, Any]]) -> None:
         """Append entries with one write and one fsync."""
-        text = "".join(json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n" for e in entries)
+        text = "".join(_encode(e) + "\n" for e in entries)
         if not text:
             return
         with self._lock:

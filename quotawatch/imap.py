@@ -16,6 +16,7 @@ from imapclient.imap_utf7 import encode as encode_utf7
 from imapclient.response_parser import parse_response
 from pydantic import SecretStr
 
+from quotawatch import imap_wire
 from quotawatch.config import Account, TlsMode
 from quotawatch.errors import (
     AuthError,
@@ -26,6 +27,7 @@ from quotawatch.errors import (
     ServerTimeout,
     TLSError,
 )
+from quotawatch.imap_client import GreetingClient
 from quotawatch.mailbox import FolderSelection, MessageMeta, SearchQuery
 from quotawatch.model import FolderInfo, QuotaResource
 from quotawatch.tls import tls_context
@@ -45,15 +47,17 @@ def quote_mailbox(name: str) -> bytes:
 
 def uid_ranges(uids: Sequence[int]) -> str:
     """``1:3,7,9:10`` for [1, 2, 3, 7, 9, 10]."""
-    out: list[str] = []
     ordered = sorted(set(uids))
-    i = 0
-    while i < len(ordered):
-        j = i
-        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
-            j += 1
-        out.append(str(ordered[i]) if i == j else f"{ordered[i]}:{ordered[j]}")
-        i = j + 1
+    if not ordered:
+        return ""
+    out: list[str] = []
+    start = prev = ordered[0]
+    for uid in ordered[1:]:
+        if uid != prev + 1:
+            out.append(str(start) if start == prev else f"{start}:{prev}")
+            start = uid
+        prev = uid
+    out.append(str(start) if start == prev else f"{start}:{prev}")
     return ",".join(out)
 
 
@@ -117,7 +121,13 @@ class ImapSession:
         self._selected: str | None = None
         self._selected_readonly = True
         self._uidvalidity: int | None = None
-        self._refresh_capabilities()
+        imap = client._imap
+        if imap.state == "NONAUTH" and (
+            not client._starttls_done or getattr(imap, "read_after_starttls", False)
+        ):  # what imaplib read at connect, or afresh over TLS after STARTTLS
+            self._caps = frozenset(_text(c).upper() for c in imap.capabilities)
+        else:
+            self._refresh_capabilities()
 
     # ------------------------------------------------------------------ connection
     @classmethod
@@ -125,9 +135,9 @@ class ImapSession:
         """Connect, secure the link as configured, log in, and re-read capabilities."""
         name = account.name
         timeout = imapclient.SocketTimeout(connect=account.connect_timeout, read=account.timeout)
-        ctx = tls_context(account.ca_file)
+        ctx = tls_context(account.ca_file) if account.tls is not TlsMode.none else None
         with translate_errors(name, f"connect to {account.host}:{account.effective_port}"):
-            client = imapclient.IMAPClient(
+            client = GreetingClient(
                 account.host,
                 port=account.effective_port,
                 ssl=account.tls is TlsMode.implicit,
@@ -190,15 +200,12 @@ class ImapSession:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _command(
-        self, command: bytes, *args: bytes, response: str | None = None, uid: bool = False
-    ) -> list[Any]:
-        """Send a raw command with pre-quoted arguments; return the named untagged responses."""
-        return list(
-            self.client._raw_command_untagged(
-                command, list(args), response_name=response or command.decode(), uid=uid
-            )
-        )
+    def _run(self, name: str, line: bytes, *want: bytes) -> dict[bytes, list[Any]]:
+        """One command line (arguments pre-quoted) through the lean reader; NO/BAD raise."""
+        typ, text, got = imap_wire.command(self.client._imap, line, want)
+        if typ != "OK":
+            self.client._checkok(name, typ, [text])
+        return got
 
     # ------------------------------------------------------------------ quota
     def quota(self) -> tuple[tuple[QuotaResource, ...], tuple[str, ...]]:
@@ -206,24 +213,25 @@ class ImapSession:
         if "QUOTA" not in self._caps:
             return (), ("server lacks QUOTA; no quota can be read",)
         with translate_errors(self.account, "GETQUOTAROOT"):
-            self._command(b"GETQUOTAROOT", quote_mailbox("INBOX"), response="QUOTAROOT")
-            raw = self.client._imap.untagged_responses.pop("QUOTA", [])
+            got = self._run(
+                "getquotaroot", b"GETQUOTAROOT " + quote_mailbox("INBOX"), b"QUOTAROOT", b"QUOTA"
+            )
+        raw = [r for r in got[b"QUOTA"] if r]
+        quotas = imap_wire.parse_quota(raw)
+        if quotas is None:  # anything unusual: imapclient's general parser
+            quotas = []
+            for root, triples in _pairs(parse_response(raw)):
+                items = list(triples)
+                quotas.append((root, [
+                    (_text(items[k]).upper(), int(items[k + 1]), int(items[k + 2]))
+                    for k in range(0, len(items) - 2, 3)
+                ]))  # fmt: skip
         resources = []
-        for root, triples in _pairs(parse_response([r for r in raw if r])):
-            items = list(triples)
-            for k in range(0, len(items) - 2, 3):
-                name = _text(items[k]).upper()
-                usage, limit = int(items[k + 1]), int(items[k + 2])
+        for root, found in quotas:
+            for name, usage, limit in found:
                 if name == "STORAGE":
                     usage, limit = usage * 1024, limit * 1024
-                resources.append(
-                    QuotaResource(
-                        decode_utf7(root) if isinstance(root, bytes) else str(root),
-                        name,
-                        usage,
-                        limit,
-                    )
-                )
+                resources.append(QuotaResource(_mailbox_name(root), name, usage, limit))
         notes = () if resources else ("server reports no quota limit for INBOX",)
         return tuple(resources), notes
 
@@ -254,24 +262,29 @@ class ImapSession:
         return out
 
     def _folders_list_status(self) -> tuple[FolderInfo, ...]:
-        imap = self.client._imap
-        typ, data = imap._simple_command(
-            "LIST", '""', '"*"', "RETURN (SPECIAL-USE STATUS (MESSAGES SIZE))"
+        got = self._run(
+            "list",
+            b'LIST "" "*" RETURN (SPECIAL-USE STATUS (MESSAGES SIZE))',
+            b"LIST",
+            b"STATUS",
         )
-        self.client._checkok("list", typ, data)
-        lists = [x for x in imap.untagged_responses.pop("LIST", []) if x not in (b"", None)]
-        statuses = [x for x in imap.untagged_responses.pop("STATUS", []) if x not in (b"", None)]
+        lists = [x for x in got[b"LIST"] if x not in (b"", None)]
+        statuses = [x for x in got[b"STATUS"] if x not in (b"", None)]
         sizes: dict[str, tuple[int, int]] = {}
-        for raw_name, items in _pairs(parse_response(statuses)):
-            values = dict(_pairs(items))
+        fast = imap_wire.parse_status(statuses)
+        status_items = fast if fast is not None else _pairs(parse_response(statuses))
+        for raw_name, items in status_items:
+            values = items if isinstance(items, dict) else dict(_pairs(items))
             sizes[_mailbox_name(raw_name)] = (
                 int(values.get(b"MESSAGES", 0)),
                 int(values.get(b"SIZE", 0)),
             )
+        listed = imap_wire.parse_list(lists)
+        if listed is None:
+            parsed = parse_response(lists)
+            listed = [(parsed[k], parsed[k + 2]) for k in range(0, len(parsed) - 2, 3)]
         result = []
-        parsed = parse_response(lists)
-        for k in range(0, len(parsed) - 2, 3):
-            flags, _delim, raw_name = parsed[k : k + 3]
+        for flags, raw_name in listed:
             upper = {_text(f).upper() for f in flags}
             if "\\NOSELECT" in upper or "\\NONEXISTENT" in upper:
                 continue
@@ -347,7 +360,11 @@ def _pairs(items: Sequence[Any]) -> Iterator[tuple[Any, Any]]:
 def _mailbox_name(raw: Any) -> str:
     if isinstance(raw, int):
         return str(raw)
-    return decode_utf7(raw) if isinstance(raw, bytes) else str(raw)
+    if isinstance(raw, bytes):
+        if b"&" not in raw and raw.isascii():  # modified UTF-7 shifts only with "&"
+            return raw.decode("ascii")
+        return str(decode_utf7(raw))
+    return str(raw)
 
 
 def _special(flags: Sequence[Any]) -> str | None:

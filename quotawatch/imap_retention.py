@@ -5,14 +5,13 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import imaplib
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from imapclient.datetime_util import parse_to_datetime
 from imapclient.response_parser import parse_fetch_response
 
+from quotawatch import imap_wire
 from quotawatch.errors import CapabilityMissing, ConnectError, ProtocolError, SafetyStop
 from quotawatch.imap import chunks, translate_errors, uid_ranges
 from quotawatch.mailbox import Candidate, FolderSelection, MessageMeta, SearchQuery
@@ -73,92 +72,61 @@ def _drop_noise(s: ImapSession) -> None:
         s.client._imap.untagged_responses.pop(name, None)
 
 
+def _run(s: ImapSession, name: str, line: bytes, want: bytes = b"") -> list[Any]:
+    """One command through the lean reader (imap_wire); the untagged ``want`` data; NO/BAD raise."""
+    typ, text, got = imap_wire.command(s.client._imap, line, (want,) if want else ())
+    if typ != "OK":
+        s.client._checkok(name, typ, [text])
+    return got.get(want, [])
+
+
 def _search(s: ImapSession, criteria: list[Any]) -> list[int]:
-    return sorted(int(u) for u in s.client.search(criteria))
+    found = sorted(int(u) for u in s.client.search(criteria))
+    _drop_noise(s)
+    return found
+
+
+def _search_uids(s: ImapSession, uid_set: str) -> list[int]:
+    """``UID SEARCH UID <set>``: which of these UIDs exist now, sorted."""
+    data = _run(s, "search", b"UID SEARCH UID " + uid_set.encode(), b"SEARCH")
+    uids = imap_wire.parse_search(data)
+    if uids is None:
+        raise ProtocolError(s.account, f"unexpected SEARCH response: {str(data)[:200]}")
+    return uids
 
 
 def _fetch(
     s: ImapSession, uids: Iterable[int], items: Sequence[bytes]
 ) -> dict[int, dict[bytes, Any]]:
-    """One chunked ``UID FETCH <ranges> (items)``; dates come back time-zone aware."""
+    """One chunked ``UID FETCH <ranges> (items)``; INTERNALDATE comes back as aware UTC."""
     wanted = sorted(set(uids))
-    imap = s.client._imap
+    spec = b" (" + b" ".join(items) + b")"
+    keys = {i.replace(b".PEEK", b"") for i in items}
     result: dict[int, dict[bytes, Any]] = {}
     for part in chunks(wanted):
-        tag = imap._command(
-            "UID", "FETCH", uid_ranges(part), "(" + " ".join(i.decode() for i in items) + ")"
-        )
-        typ, data = imap._command_complete("FETCH", tag)
-        s.client._checkok("fetch", typ, data)
-        typ, data = imap._untagged_response(typ, data, "FETCH")
-        parsed = _parse_fast(data, items)
+        data = _run(s, "fetch", b"UID FETCH " + uid_ranges(part).encode() + spec, b"FETCH")
+        parsed = imap_wire.parse_fetch(data, items)
         if parsed is None:  # anything unexpected: imapclient's complete (and slower) parser
-            parsed = parse_fetch_response(data, normalise_times=False, uid_is_key=True)
+            slow = parse_fetch_response(data, normalise_times=False, uid_is_key=True)
+            # an entry without every item is an unsolicited FETCH keyed by sequence number
+            parsed = {int(u): dict(v) for u, v in slow.items() if keys <= v.keys()}
+            for v in parsed.values():
+                if b"INTERNALDATE" in v:
+                    v[b"INTERNALDATE"] = _aware(v[b"INTERNALDATE"])
         part_set = set(part)
-        result.update({int(u): v for u, v in parsed.items() if u in part_set})
-    _drop_noise(s)
+        result.update({u: v for u, v in parsed.items() if u in part_set})
     return result
 
 
-_START = re.compile(rb"\d+ \(")
-_ITEM = re.compile(
-    rb'(UID|RFC822\.SIZE|INTERNALDATE|SAVEDATE|BODY\[[^\]]*\]) (\d+|"[^"\\]*"|NIL|\{\d+\})'
-)
-
-
-def _parse_fast(data: Sequence[Any], items: Sequence[bytes]) -> dict[int, dict[bytes, Any]] | None:
-    """Parse FETCH responses carrying only the items retention asks for, ~10x faster than
-    imapclient's general parser; None when anything looks unusual (the caller then falls back)."""
-    wanted = {b"UID", *(i.replace(b".PEEK", b"") for i in items)}
-    messages: list[dict[bytes, Any]] = []
-    for part in data:
-        head, literal = part if isinstance(part, tuple) else (part, None)
-        if not isinstance(head, bytes):
-            return None
-        if _START.match(head):
-            messages.append({})
-        elif not messages:
-            return None
-        for m in _ITEM.finditer(head):
-            key, value = m.group(1).upper(), m.group(2)
-            if value.startswith(b"{"):
-                if literal is None:
-                    return None
-                messages[-1][key] = literal
-            elif value.startswith(b'"'):
-                messages[-1][key] = value[1:-1]
-            else:
-                messages[-1][key] = None if value == b"NIL" else int(value)
-    out: dict[int, dict[bytes, Any]] = {}
-    for msg in messages:
-        if b"UID" not in msg:
-            continue  # an unsolicited FETCH (another client changed flags)
-        if not wanted <= msg.keys():
-            return None
-        raw = msg.get(b"INTERNALDATE")
-        if raw is not None:
-            msg[b"INTERNALDATE"] = parse_to_datetime(raw, normalise=False)
-        out[int(msg[b"UID"])] = msg
-    return out
+#: kept for tests and callers of the old names
+_parse_fast = imap_wire.parse_fetch
+_header = imap_wire.header_value
 
 
 def _aware(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _header(raw: Any, name: str) -> str | None:
-    """The first ``name:`` field of a HEADER.FIELDS answer, unfolded; None when absent or empty."""
-    if not isinstance(raw, bytes):
-        return None
-    text = raw.decode("utf-8", "replace")
-    unfolded = re.sub(r"\r?\n[ \t]+", " ", text)
-    prefix = name.lower() + ":"
-    for line in unfolded.splitlines():
-        if line.lower().startswith(prefix):
-            return " ".join(line[len(prefix) :].split()) or None
-    return None
 
 
 def _age_date(age: str, item: dict[bytes, Any]) -> datetime | None:
@@ -168,7 +136,7 @@ def _age_date(age: str, item: dict[bytes, Any]) -> datetime | None:
             return _aware(item.get(b"INTERNALDATE"))
         if age == "saved":
             raw = item.get(b"SAVEDATE")
-            return _aware(parse_to_datetime(raw, normalise=False)) if raw else None
+            return imap_wire.internaldate(raw) if isinstance(raw, bytes) else None
         text = _header(item.get(b"BODY[HEADER.FIELDS (DATE)]"), "Date")
         return _aware(email.utils.parsedate_to_datetime(text)) if text else None
     except (ValueError, TypeError, IndexError, OverflowError):
@@ -267,12 +235,12 @@ def _remove(
     _check(s, folder, uidvalidity, readonly=False, fresh=not uids)  # the probe selects afresh
     removed = 0
     for part in chunks(sorted({int(u) for u in uids})):
-        existing = _search(s, ["UID", uid_ranges(part)])
+        existing = _search_uids(s, uid_ranges(part))
         if not existing:
             continue
         uid_set = uid_ranges(existing)
         act(uid_set)
-        survivors = _search(s, ["UID", uid_set])
+        survivors = _search_uids(s, uid_set)
         removed += len(existing) - len(survivors)
         _drop_noise(s)
     return removed
@@ -290,8 +258,8 @@ def delete(s: ImapSession, folder: str, uidvalidity: int | None, uids: Sequence[
         )
 
     def act(uid_set: str) -> None:
-        s.client.add_flags(uid_set, [DELETED], silent=True)
-        s.client.uid_expunge(uid_set)
+        _run(s, "store", b"UID STORE " + uid_set.encode() + b" +FLAGS.SILENT (" + DELETED + b")")
+        _run(s, "expunge", b"UID EXPUNGE " + uid_set.encode())
 
     with _errors(s, f"delete in {folder}"):
         return _remove(s, folder, uidvalidity, uids, act)

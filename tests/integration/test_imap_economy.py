@@ -1,0 +1,116 @@
+"""Fewer round trips and leaner parsing against the real Dovecot, with the same answers and checks."""
+
+from __future__ import annotations
+
+import imaplib
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from quotawatch.accounts import all_accounts
+from quotawatch.audit import AuditLog
+from quotawatch.check import check_account
+from quotawatch.config import load_config
+from quotawatch.imap import ImapSession
+from quotawatch.retention import cleanup_account
+from quotawatch.secrets import SecretCache
+from quotawatch.state import State
+from tests.support import imap_account, write_config
+
+NOW = datetime.now(UTC)
+ODD_NAMES = ['a "quoted" name', "back\\slash", "007", "br]acket", "pct%", "{3}", "Entwürfe"]
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The verb of each command line quotawatch's IMAP client sends (never the arguments, which
+    hold credentials); the server is real."""
+    verbs: list[str] = []
+    original = imaplib.IMAP4.send
+
+    def send(self: imaplib.IMAP4, data: bytes) -> None:
+        words = bytes(data).split()
+        if len(words) > 1 and words[0].isalnum() and words[1].isalpha():
+            verbs.append(words[1].decode())
+        original(self, data)
+
+    monkeypatch.setattr(imaplib.IMAP4, "send", send)
+    return verbs
+
+
+def session_for(tmp_path: Path, user: Any, **overrides: Any) -> ImapSession:
+    acct = imap_account(user.dovecot, user.name, user.name, user.password, tmp_path, **overrides)
+    path = write_config(tmp_path, [acct])
+    (account,) = all_accounts(load_config(path), str(path))
+    return ImapSession.connect(account, SecretStr(user.password))
+
+
+def test_capabilities_come_from_greeting_and_login_without_extra_commands(
+    tmp_path: Path, user: Any, sent: list[str]
+) -> None:
+    with session_for(tmp_path, user) as session:
+        caps = session.capabilities()
+    assert {"QUOTA", "UIDPLUS", "LIST-STATUS"} <= caps  # the post-login list
+    assert sent[:2] == ["LOGIN", "LOGOUT"] and "CAPABILITY" not in sent
+
+
+def test_starttls_reads_capabilities_again_over_tls_once(
+    tmp_path: Path, user: Any, sent: list[str]
+) -> None:
+    with session_for(tmp_path, user, port=user.dovecot.imap_port, tls="starttls") as session:
+        caps = session.capabilities()
+    assert sent[:3] == ["STARTTLS", "CAPABILITY", "LOGIN"]
+    assert "STARTTLS" not in caps and "QUOTA" in caps
+
+
+def test_authenticate_plain_takes_capabilities_from_the_tagged_answer(
+    tmp_path: Path, user: Any, sent: list[str]
+) -> None:
+    dovecot = user.dovecot
+    acct = imap_account(dovecot, "authz", dovecot.master_user, dovecot.master_password, tmp_path,
+                        authorize_as=user.name)  # fmt: skip
+    path = write_config(tmp_path, [acct])
+    (account,) = all_accounts(load_config(path), str(path))
+    report = check_account(account, SecretCache())
+    assert report.ok, report.error
+    assert "CAPABILITY" not in sent and "AUTHENTICATE" in sent
+
+
+def test_odd_folder_names_are_reported_exactly_and_can_be_cleaned(
+    tmp_path: Path, user: Any
+) -> None:
+    for i, name in enumerate(ODD_NAMES):
+        items = [(b"Subject: %d\r\nMessage-ID: <%d.%d@x>\r\n\r\nbody\r\n" % (i, i, k),
+                  NOW - timedelta(days=40 if k < 2 else 1), "S") for k in range(i + 3)]  # fmt: skip
+        user.dovecot.deliver_bulk(user.name, name, items)
+    rules = {"odd": {"folders": [ODD_NAMES[0], "0*"], "older_than": "30d", "age": "received"}}
+    acct = imap_account(user.dovecot, user.name, user.name, user.password, tmp_path,
+                        rules=["odd"], max_delete_fraction=1.0)  # fmt: skip
+    path = write_config(tmp_path, [acct], rules=rules)
+    config = load_config(path)
+    (account,) = all_accounts(config, str(path))
+    report = check_account(account, SecretCache())
+    assert report.ok and report.snapshot is not None, report.error
+    counts = {f.name: f.messages for f in report.snapshot.folders}
+    assert {name: counts.get(name) for name in ODD_NAMES} == {
+        name: i + 3 for i, name in enumerate(ODD_NAMES)
+    }
+    state = State(config.state_dir)
+    try:
+        plan, result = cleanup_account(
+            account, config, state, AuditLog(config.state_dir / "audit.jsonl"), SecretCache(),
+            apply=True, now=NOW,
+        )  # fmt: skip
+    finally:
+        state.close()
+    assert result is not None and result.ok, (plan, result)
+    assert {(a.folder, len(a.uids)) for a in plan.actions} == {(ODD_NAMES[0], 2), ("007", 2)}
+    audited = list(AuditLog(config.state_dir / "audit.jsonl").entries())
+    assert sorted(e["message_id"] for e in audited) == ["<0.0@x>", "<0.1@x>", "<2.0@x>", "<2.1@x>"]
+    after = check_account(account, SecretCache())
+    assert after.snapshot is not None
+    left = {f.name: f.messages for f in after.snapshot.folders}
+    assert left[ODD_NAMES[0]] == 1 and left["007"] == 3 and left["back\\slash"] == 4
