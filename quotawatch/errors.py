@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import ssl
+
 
 class QuotawatchError(Exception):
     """Base class of every error quotawatch raises on purpose."""
@@ -124,3 +127,19 @@ class ShuttingDown(MailboxError):
 
     def __init__(self, account: str) -> None:
         super().__init__(account, "the daemon is stopping; no further commands sent")
+
+
+def transport_error(account: str, doing: str, exc: OSError | EOFError) -> MailboxError:
+    """The MailboxError for a socket or TLS failure while ``doing`` something (any protocol)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        why = exc.verify_message or exc.reason
+        return TLSError(account, f"TLS certificate not trusted ({doing}): {why}")
+    if isinstance(exc, ssl.SSLError):
+        return TLSError(account, f"TLS failed ({doing}): {exc.reason or exc}")
+    if isinstance(exc, TimeoutError):
+        return ServerTimeout(account, f"timed out ({doing})")
+    if isinstance(exc, ConnectionRefusedError | socket.gaierror):
+        return ConnectError(account, f"cannot connect ({doing}): {exc.strerror or exc}")
+    if isinstance(exc, ConnectionError | EOFError):
+        return ConnectError(account, f"connection lost ({doing}): {exc}")
+    return ConnectError(account, f"network error ({doing}): {exc.strerror or exc}")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
-import ssl
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -24,8 +22,8 @@ from quotawatch.errors import (
     ConnectError,
     MailboxError,
     ProtocolError,
-    ServerTimeout,
     TLSError,
+    transport_error,
 )
 from quotawatch.imap_client import GreetingClient
 from quotawatch.mailbox import FolderSelection, MessageMeta, SearchQuery
@@ -87,21 +85,10 @@ def translate_errors(account: str, doing: str) -> Iterator[None]:
         yield
     except MailboxError:
         raise
-    except ssl.SSLCertVerificationError as exc:
-        why = exc.verify_message or exc.reason
-        raise TLSError(account, f"TLS certificate not trusted ({doing}): {why}") from None
-    except ssl.SSLError as exc:
-        raise TLSError(account, f"TLS failed ({doing}): {exc.reason or exc}") from None
-    except TimeoutError:
-        raise ServerTimeout(account, f"timed out ({doing})") from None
+    except (OSError, EOFError) as exc:  # sockets and TLS
+        raise transport_error(account, doing, exc) from None
     except LoginError as exc:
         raise AuthError(account, f"login refused: {_reason(exc)}") from None
-    except (ConnectionRefusedError, socket.gaierror) as exc:
-        raise ConnectError(account, f"cannot connect ({doing}): {exc.strerror or exc}") from None
-    except (ConnectionError, EOFError) as exc:
-        raise ConnectError(account, f"connection lost ({doing}): {exc}") from None
-    except OSError as exc:
-        raise ConnectError(account, f"network error ({doing}): {exc.strerror or exc}") from None
     except IMAPClientAbortError as exc:  # a BYE or a broken stream: the session is gone
         raise ConnectError(account, f"connection lost ({doing}): {_reason(exc)}") from None
     except IMAPClientError as exc:

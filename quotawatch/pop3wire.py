@@ -17,12 +17,10 @@ from datetime import UTC, datetime
 
 from quotawatch.errors import (
     AuthError,
-    ConnectError,
     MailboxError,
     ProtocolError,
-    ServerTimeout,
     TemporaryServerError,
-    TLSError,
+    transport_error,
 )
 
 #: Longest response line accepted. poplib's own limit (2048) is below real-world mail, whose
@@ -162,19 +160,8 @@ def translate_errors(account: str, doing: str, *, login: bool = False) -> Iterat
         raise
     except poplib.error_proto as exc:
         raise server_error(account, doing, exc, login) from None
-    except ssl.SSLCertVerificationError as exc:
-        why = exc.verify_message or exc.reason
-        raise TLSError(account, f"TLS certificate not trusted ({doing}): {why}") from None
-    except ssl.SSLError as exc:
-        raise TLSError(account, f"TLS failed ({doing}): {exc.reason or exc}") from None
-    except TimeoutError:
-        raise ServerTimeout(account, f"timed out ({doing})") from None
-    except (ConnectionRefusedError, socket.gaierror) as exc:
-        raise ConnectError(account, f"cannot connect ({doing}): {exc.strerror or exc}") from None
-    except (ConnectionError, EOFError) as exc:
-        raise ConnectError(account, f"connection lost ({doing}): {exc}") from None
-    except OSError as exc:
-        raise ConnectError(account, f"network error ({doing}): {exc.strerror or exc}") from None
+    except (OSError, EOFError) as exc:  # sockets and TLS
+        raise transport_error(account, doing, exc) from None
     except (ValueError, IndexError) as exc:
         raise ProtocolError(account, f"unexpected answer ({doing}): {exc}") from None
 
