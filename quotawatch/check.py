@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from quotawatch.accounts import password_for
 from quotawatch.config import Account
@@ -16,6 +17,7 @@ from quotawatch.model import AccountReport, Snapshot
 from quotawatch.secrets import SecretCache
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Clock = Callable[[], datetime]
 
@@ -71,6 +73,18 @@ def check_account(
     )
 
 
+def per_account(
+    fn: Callable[[Account], T], accounts: Sequence[Account], concurrency: int, name: str
+) -> Iterator[T]:
+    """``fn`` of every account, in config order, up to ``concurrency`` accounts at once."""
+    workers = min(concurrency, len(accounts))
+    if workers <= 1:
+        yield from map(fn, accounts)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name) as pool:
+        yield from pool.map(fn, accounts)
+
+
 def check_accounts(
     accounts: Sequence[Account],
     secrets: SecretCache,
@@ -80,13 +94,9 @@ def check_accounts(
     clock: Clock = utcnow,
 ) -> Iterator[AccountReport]:
     """Reports in config order, checking up to ``concurrency`` accounts at once."""
-    if concurrency <= 1 or len(accounts) <= 1:
-        for acct in accounts:
-            yield check_account(acct, secrets, factory=factory, clock=clock)
-        return
-    with ThreadPoolExecutor(
-        max_workers=min(concurrency, len(accounts)), thread_name_prefix="check"
-    ) as pool:
-        yield from pool.map(
-            lambda a: check_account(a, secrets, factory=factory, clock=clock), accounts
-        )
+    return per_account(
+        lambda a: check_account(a, secrets, factory=factory, clock=clock),
+        accounts,
+        concurrency,
+        "check",
+    )

@@ -5,14 +5,13 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
 from fnmatch import fnmatchcase
 
 from quotawatch.accounts import password_for
 from quotawatch.audit import AuditLog
-from quotawatch.check import snapshot
+from quotawatch.check import per_account, snapshot
 from quotawatch.config import Account, Config, Rule
 from quotawatch.errors import QuotawatchError
 from quotawatch.executor import CleanupResult, execute
@@ -209,9 +208,4 @@ def cleanup_accounts(
             progress=progress,
         )
 
-    workers = min(config.schedule.concurrency, len(accounts))
-    if workers <= 1:
-        yield from map(one, accounts)
-        return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cleanup") as pool:
-        yield from pool.map(one, accounts)
+    return per_account(one, accounts, config.schedule.concurrency, "cleanup")
