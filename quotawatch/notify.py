@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from email.message import EmailMessage
@@ -21,7 +21,9 @@ from quotawatch.state import State
 from quotawatch.warning import Decision, Usage, WarningState, decide, failed
 
 if TYPE_CHECKING:
+    from quotawatch.executor import CleanupResult
     from quotawatch.jobs import WarnHook
+    from quotawatch.planner import Plan
 
 log = logging.getLogger(__name__)
 
@@ -33,48 +35,6 @@ class Counters(Protocol):
     """What ``quotawatch.metrics.Counters`` offers; anything with ``inc`` will do."""
 
     def inc(self, name: str, labels: Mapping[str, str], value: float = 1) -> None: ...
-
-
-class PlannedAction(Protocol):
-    @property
-    def rule(self) -> str: ...
-    @property
-    def folder(self) -> str: ...
-    @property
-    def action(self) -> str: ...
-    @property
-    def uids(self) -> Sequence[int | str]: ...
-    @property
-    def bytes(self) -> int: ...
-
-
-class PlanLike(Protocol):
-    """The parts of ``quotawatch.planner.Plan`` a warning mail uses."""
-
-    @property
-    def actions(self) -> Sequence[PlannedAction]: ...
-    @property
-    def error(self) -> str | None: ...
-
-
-class ActionDone(Protocol):
-    @property
-    def folder(self) -> str: ...
-    @property
-    def action(self) -> str: ...
-    @property
-    def messages(self) -> int: ...
-    @property
-    def bytes(self) -> int: ...
-
-
-class CleanupLike(Protocol):
-    """The parts of ``quotawatch.executor.CleanupResult`` used to correct the usage reading."""
-
-    @property
-    def done(self) -> Sequence[ActionDone]: ...
-    @property
-    def freed_bytes(self) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -96,7 +56,7 @@ def recipients(account: Account) -> list[str]:
     return out
 
 
-def freeable(plan: PlanLike | None) -> tuple[Freeable, ...]:
+def freeable(plan: Plan | None) -> tuple[Freeable, ...]:
     """Per rule, what the plan removes from the server (moves between folders free nothing)."""
     if plan is None or plan.error:
         return ()
@@ -110,7 +70,7 @@ def freeable(plan: PlanLike | None) -> tuple[Freeable, ...]:
     return tuple(by_rule.values())
 
 
-def after_cleanup(snap: Snapshot, cleanup: CleanupLike | None) -> Snapshot:
+def after_cleanup(snap: Snapshot, cleanup: CleanupResult | None) -> Snapshot:
     """The snapshot corrected by what a cleanup in the same job removed (taken before it ran)."""
     if cleanup is None or not cleanup.done:
         return snap
@@ -194,14 +154,14 @@ def compose(account: Account, c: MailContent, config: Config, now: datetime) -> 
 def warn_account(
     account: Account,
     report: AccountReport,
-    plan: PlanLike | None,
+    plan: Plan | None,
     state: State,
     config: Config,
     now: datetime,
     mailer: Mailer,
     *,
     counters: Counters | None = None,
-    cleanup: CleanupLike | None = None,
+    cleanup: CleanupResult | None = None,
 ) -> Outcome:
     """Decide, send if due, store the new state; MailError is caught, counted and retried later."""
     if config.warnings is None or config.smtp is None:
@@ -267,14 +227,14 @@ def _send(
 def process_warnings(
     account: Account,
     report: AccountReport,
-    plan: PlanLike | None,
+    plan: Plan | None,
     state: State,
     config: Config,
     now: datetime,
     mailer: Mailer,
     *,
     counters: Counters | None = None,
-    cleanup: CleanupLike | None = None,
+    cleanup: CleanupResult | None = None,
 ) -> None:
     """The daemon's warn hook: ``warn_account`` plus the admin digest when due; never raises."""
     try:
@@ -299,7 +259,7 @@ def make_warn_hook(
         report: AccountReport,
         plan: Any,
         now: datetime,
-        cleanup: CleanupLike | None = None,
+        cleanup: CleanupResult | None = None,
     ) -> None:
         process_warnings(
             account, report, plan, state, config, now, mailer, counters=counters, cleanup=cleanup
