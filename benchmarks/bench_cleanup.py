@@ -31,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from procstat import tree_cpu
 
-from quotawatch.audit import AuditLog
 from quotawatch.config import Account, Config, parse_config
-from quotawatch.retention import cleanup_account, cleanup_accounts
-from quotawatch.secrets import SecretCache
+from quotawatch.config.secrets import SecretCache
+from quotawatch.retention.audit import AuditLog
+from quotawatch.service.jobs import cleanup_account, cleanup_accounts
 from quotawatch.state import State
 from sandbox.dovecot import Dovecot, make_base_dir
 

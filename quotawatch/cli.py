@@ -9,12 +9,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from quotawatch import __version__
-from quotawatch.accounts import all_accounts, password_problems, select_accounts
 from quotawatch.config import Config, load_config
+from quotawatch.config.secrets import SecretCache
+from quotawatch.config.sources import all_accounts, password_problems, select_accounts
 from quotawatch.errors import ConfigError
 from quotawatch.logs import setup_logging
 from quotawatch.model import AccountReport
-from quotawatch.secrets import SecretCache
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -116,8 +116,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from quotawatch.check import check_accounts
     from quotawatch.output import render_check
+    from quotawatch.service.jobs import check_accounts
 
     config, accounts = load(args)
     reports: list[AccountReport] = list(
@@ -148,9 +148,9 @@ def _retention(args: argparse.Namespace, *, apply: bool) -> int:
     """plan / cleanup: one login per account for snapshot, plan and (with apply) execution."""
     from datetime import UTC, datetime
 
-    from quotawatch.audit import AuditLog
     from quotawatch.output import render_plans
-    from quotawatch.retention import cleanup_accounts
+    from quotawatch.retention.audit import AuditLog
+    from quotawatch.service.jobs import cleanup_accounts
     from quotawatch.state import State
 
     config, accounts = load(args)
@@ -182,7 +182,7 @@ def _retention(args: argparse.Namespace, *, apply: bool) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The daemon (until SIGTERM), or with --once every account's job once: 0 if all succeeded."""
-    from quotawatch.service import serve
+    from quotawatch.service.process import serve
 
     return serve(args.config, once=args.once)
 
@@ -191,8 +191,8 @@ def cmd_warn(args: argparse.Namespace) -> int:
     """--preview: print the mail each account would get; else decide and send now."""
     from datetime import UTC, datetime
 
+    from quotawatch.service.warn import preview_account, warn_now
     from quotawatch.state import State
-    from quotawatch.warncmd import preview_account, warn_now
 
     config, accounts = load(args)
     if config.warnings is None or config.smtp is None:

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
+
+#: the special-use mailbox flags (RFC 6154) quotawatch knows, in their canonical spelling
+SPECIAL_USE_FLAGS = ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")
+#: special-use folders that are views onto other folders: never a retention target
+VIRTUAL_FLAGS = ("\\All", "\\Flagged")
+
+
+def special_use(flag: str) -> str | None:
+    """The canonical spelling of a special-use flag (any case), or None if it is not one."""
+    return next((f for f in SPECIAL_USE_FLAGS if f.lower() == flag.lower()), None)
 
 
 @dataclass(frozen=True)
@@ -101,3 +112,11 @@ class AccountReport:
         out["notes"] = list(snap.notes) if snap else []
         out["reason"] = self.reason
         return out
+
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC (the default ``Clock``)."""
+    return datetime.now(UTC)

@@ -2,38 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from quotawatch.model import AccountReport
+from quotawatch.text import table
 from quotawatch.units import format_percent, format_size
 
 if TYPE_CHECKING:
-    from quotawatch.executor import CleanupResult
-    from quotawatch.planner import Plan
-
-
-def table(
-    headers: Sequence[str],
-    rows: Iterable[Sequence[str]],
-    right: Iterable[int] = (),
-    indent: str = "",
-) -> str:
-    """An aligned plain-text table; columns in ``right`` are right-aligned."""
-    rows = [list(map(str, r)) for r in rows]
-    widths = [len(h) for h in headers]
-    for r in rows:
-        widths = [max(w, len(c)) for w, c in zip(widths, r, strict=True)]
-    right_set = set(right)
-
-    def fmt(cells: Sequence[str]) -> str:
-        out = [
-            c.rjust(w) if i in right_set else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return (indent + "  ".join(out)).rstrip()
-
-    return "\n".join([fmt(headers), fmt(["-" * w for w in widths]), *map(fmt, rows)])
+    from quotawatch.retention.executor import CleanupResult
+    from quotawatch.retention.planner import Plan
 
 
 def _quota_line(report: AccountReport) -> str:

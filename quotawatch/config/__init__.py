@@ -10,9 +10,10 @@ from pydantic import Field, ValidationError
 
 from quotawatch.config.account import Account, AccountFields, AccountSource, AccountTemplate
 from quotawatch.config.base import DEFAULT_PORTS, Email, Strict, TlsMode, check_tls_mode
-from quotawatch.config.rules import SPECIAL_USE_FLAGS, Rule, pop3_rule_problems
+from quotawatch.config.rules import Rule, pop3_rule_problems
 from quotawatch.config.service import AdminDigest, Metrics, Schedule, Smtp, Threshold, Warnings
 from quotawatch.errors import ConfigError
+from quotawatch.model import SPECIAL_USE_FLAGS
 
 __all__ = [
     "DEFAULT_PORTS",

@@ -12,9 +12,8 @@ from pydantic import (
 )
 
 from quotawatch.config.base import Strict
+from quotawatch.model import SPECIAL_USE_FLAGS
 from quotawatch.units import ByteSize, Duration, Percent
-
-SPECIAL_USE_FLAGS = ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")
 
 
 class Rule(Strict):

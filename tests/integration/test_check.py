@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from quotawatch.accounts import all_accounts
-from quotawatch.check import check_account, check_accounts
 from quotawatch.cli import main
 from quotawatch.config import load_config
-from quotawatch.secrets import SecretCache
+from quotawatch.config.secrets import SecretCache
+from quotawatch.config.sources import all_accounts
+from quotawatch.service.jobs import check_account, check_accounts
 from tests.support import imap_account, write_config
 
 NOW = datetime.now(UTC)
@@ -121,7 +121,7 @@ def test_status_per_folder_without_list_status_gives_same_numbers(
 ) -> None:
     from types import SimpleNamespace
 
-    from quotawatch.imap import ImapSession
+    from quotawatch.mail.imap.session import ImapSession
 
     dovecot_nolist.add_user(user.name, user.password, quota_bytes=10 * 1024 * 1024)
     sandbox_user = SimpleNamespace(name=user.name, password=user.password, dovecot=dovecot_nolist)
@@ -137,7 +137,7 @@ def test_status_per_folder_without_list_status_gives_same_numbers(
 
 
 def test_status_size_path_advertised(dovecot: Any, user: Any) -> None:
-    from quotawatch.imap import ImapSession
+    from quotawatch.mail.imap.session import ImapSession
 
     acct = load_config_account(dovecot, user)
     with ImapSession.connect(acct, _pw(user.password)) as session:
@@ -146,7 +146,7 @@ def test_status_size_path_advertised(dovecot: Any, user: Any) -> None:
 
 
 def test_fallback_capabilities_hidden(dovecot_nosize: Any, user: Any) -> None:
-    from quotawatch.imap import ImapSession
+    from quotawatch.mail.imap.session import ImapSession
 
     dovecot_nosize.add_user(user.name + "x", user.password)
     acct = load_config_account(dovecot_nosize, user, username=user.name + "x")

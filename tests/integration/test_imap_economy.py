@@ -10,13 +10,12 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from quotawatch.accounts import all_accounts
-from quotawatch.audit import AuditLog
-from quotawatch.check import check_account
 from quotawatch.config import load_config
-from quotawatch.imap import ImapSession
-from quotawatch.retention import cleanup_account
-from quotawatch.secrets import SecretCache
+from quotawatch.config.secrets import SecretCache
+from quotawatch.config.sources import all_accounts
+from quotawatch.mail.imap.session import ImapSession
+from quotawatch.retention.audit import AuditLog
+from quotawatch.service.jobs import check_account, cleanup_account
 from quotawatch.state import State
 from tests.support import imap_account, write_config
 

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from quotawatch.accounts import all_accounts
-from quotawatch.check import check_account
 from quotawatch.cli import main
 from quotawatch.config import Account, load_config
+from quotawatch.config.secrets import SecretCache
+from quotawatch.config.sources import all_accounts
 from quotawatch.errors import (
     MailboxError,
     ProtocolError,
@@ -26,9 +26,9 @@ from quotawatch.errors import (
     TemporaryServerError,
     TLSError,
 )
-from quotawatch.mailbox import SearchQuery
-from quotawatch.pop3 import Pop3Session, guard_candidates
-from quotawatch.secrets import SecretCache
+from quotawatch.mail.pop3.session import Pop3Session, guard_candidates
+from quotawatch.mail.session import SearchQuery
+from quotawatch.service.jobs import check_account
 from quotawatch.state import State
 from tests.support import imap_account, secret_file, write_config
 

@@ -10,15 +10,15 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from quotawatch.accounts import all_accounts
-from quotawatch.audit import AuditLog
-from quotawatch.check import snapshot
 from quotawatch.cli import main
 from quotawatch.config import Account, Config, load_config
-from quotawatch.executor import CleanupResult, execute
-from quotawatch.planner import Plan
-from quotawatch.pop3 import Pop3Session
-from quotawatch.retention import plan_account
+from quotawatch.config.sources import all_accounts
+from quotawatch.mail.pop3.session import Pop3Session
+from quotawatch.mail.snapshot import snapshot
+from quotawatch.retention.audit import AuditLog
+from quotawatch.retention.executor import CleanupResult, execute
+from quotawatch.retention.planner import Plan
+from quotawatch.retention.rules import plan_account
 from quotawatch.state import State
 from tests.integration.test_pop3 import T0, deliver, message, pop_dict, server_view
 from tests.support import write_config

@@ -16,16 +16,17 @@ import imapclient
 import pytest
 from pydantic import SecretStr
 
-from quotawatch.accounts import all_accounts
-from quotawatch.audit import AuditLog
-from quotawatch.check import snapshot
 from quotawatch.cli import main
 from quotawatch.config import Account, Config, load_config
-from quotawatch.executor import CleanupResult, execute
-from quotawatch.imap import ImapSession
-from quotawatch.planner import Plan
-from quotawatch.retention import cleanup_account, plan_account
-from quotawatch.secrets import SecretCache
+from quotawatch.config.secrets import SecretCache
+from quotawatch.config.sources import all_accounts
+from quotawatch.mail.imap.session import ImapSession
+from quotawatch.mail.snapshot import snapshot
+from quotawatch.retention.audit import AuditLog
+from quotawatch.retention.executor import CleanupResult, execute
+from quotawatch.retention.planner import Plan
+from quotawatch.retention.rules import plan_account
+from quotawatch.service.jobs import cleanup_account
 from quotawatch.state import State
 from sandbox.dovecot import Dovecot, make_base_dir
 from tests.support import imap_account, write_config

@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 
-from quotawatch.accounts import all_accounts
 from quotawatch.config import Account, Config, load_config
-from quotawatch.jobs import JobResult, run_account
-from quotawatch.mailer import Mailer
-from quotawatch.metrics import Counters
-from quotawatch.notify import FAILED, SENT, process_warnings
-from quotawatch.secrets import SecretCache
+from quotawatch.config.secrets import SecretCache
+from quotawatch.config.sources import all_accounts
+from quotawatch.service.jobs import JobResult, run_account
+from quotawatch.service.metrics import Counters
 from quotawatch.state import State
-from quotawatch.warning import WarningState
+from quotawatch.warnings.decision import WarningState
+from quotawatch.warnings.mailer import Mailer
+from quotawatch.warnings.notify import FAILED, SENT, process_warnings
 from sandbox.dovecot import SandboxUser
 from sandbox.smtp import SmtpSink
 from tests.support import imap_account, secret_file, write_config

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from quotawatch.clientstate import parse_client_state, read_client_state
+from quotawatch.retention.client_guard import parse_client_state, read_client_state
 
 USERS = {"bob"}
 HOST = "pop.example.org"

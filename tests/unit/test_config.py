@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from quotawatch.accounts import all_accounts, select_accounts
 from quotawatch.config import load_config, parse_config
+from quotawatch.config.sources import all_accounts, select_accounts
 from quotawatch.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from quotawatch.metrics import METRIC_NAMES
+from quotawatch.service.metrics import METRIC_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

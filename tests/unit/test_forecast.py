@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from quotawatch.forecast import days_until_full, slope_per_day
+from quotawatch.warnings.forecast import days_until_full, slope_per_day
 
 NOW = datetime(2024, 5, 15, 12, 0, tzinfo=UTC)
 LIMIT = 1000

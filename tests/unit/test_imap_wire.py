@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from imapclient.datetime_util import parse_to_datetime
 from imapclient.response_parser import parse_fetch_response
 
-from quotawatch.imap import uid_ranges
-from quotawatch.imap_wire import (
+from quotawatch.mail.imap.syntax import uid_ranges
+from quotawatch.mail.imap.wire import (
     header_value,
     internaldate,
     parse_fetch,

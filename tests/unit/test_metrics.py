@@ -18,14 +18,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import SecretStr
 
 from quotawatch.config import Account, Config, Metrics
+from quotawatch.config.secrets import SecretCache
 from quotawatch.errors import AuthError
-from quotawatch.httpserver import MetricsServer
-from quotawatch.jobs import run_account
-from quotawatch.metrics import METRIC_NAMES, Counters, Histogram, StateCollector
 from quotawatch.model import FolderInfo, QuotaResource
-from quotawatch.notify import Counters as NotifyCounters
-from quotawatch.secrets import SecretCache
+from quotawatch.service.http import MetricsServer
+from quotawatch.service.jobs import run_account
+from quotawatch.service.metrics import METRIC_NAMES, Counters, Histogram, StateCollector
 from quotawatch.state import State
+from quotawatch.warnings.notify import Counters as NotifyCounters
 
 NOW = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
 PASSWORD = "s3cret-Pa55word-never-shown"
@@ -187,7 +187,7 @@ def test_counters_precreated_and_forgotten_with_their_account(state: State) -> N
 
 
 def test_counters_check_names_and_labels() -> None:
-    counters: NotifyCounters = Counters()  # what quotawatch.notify is handed
+    counters: NotifyCounters = Counters()  # what quotawatch.warnings.notify is handed
     counters.inc("quotawatch_warnings_failed_total", {"account": "a", "threshold": "80%"}, 2)
     with pytest.raises(KeyError):
         counters.inc("quotawatch_no_such_total", {})

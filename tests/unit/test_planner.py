@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from quotawatch.config import Rule
-from quotawatch.mailbox import Candidate, FolderSelection
+from quotawatch.mail.session import Candidate, FolderSelection
 from quotawatch.model import FolderInfo, QuotaResource, Snapshot
-from quotawatch.planner import Limits, Plan, RuleSelection, plan, projected_usage
+from quotawatch.retention.planner import Limits, Plan, RuleSelection, plan, projected_usage
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 KIB = 1024

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from quotawatch.config import Account
-from quotawatch.mailbox import Candidate
-from quotawatch.pop3 import guard_candidates, login_names
+from quotawatch.mail.pop3.session import guard_candidates, login_names
+from quotawatch.mail.session import Candidate
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 

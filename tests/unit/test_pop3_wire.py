@@ -10,7 +10,7 @@ import pytest
 
 from quotawatch.config import parse_config
 from quotawatch.errors import AuthError, ConfigError, ProtocolError, TemporaryServerError
-from quotawatch.pop3wire import (
+from quotawatch.mail.pop3.wire import (
     build_index,
     capability_names,
     parse_date,

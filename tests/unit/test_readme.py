@@ -8,7 +8,7 @@ import pytest
 from pydantic import BaseModel
 
 from quotawatch import config
-from quotawatch.metrics import METRIC_NAMES
+from quotawatch.service.metrics import METRIC_NAMES
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 

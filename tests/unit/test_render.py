@@ -9,11 +9,11 @@ from email.message import EmailMessage
 import pytest
 
 from quotawatch.config import Account, Config, parse_config
-from quotawatch.mailer import build_message
 from quotawatch.model import FolderInfo
-from quotawatch.notify import compose, freeable
-from quotawatch.planner import Plan, PlannedAction
-from quotawatch.render import Freeable, MailContent, Rendered, render, render_digest
+from quotawatch.retention.planner import Plan, PlannedAction
+from quotawatch.warnings.mailer import build_message
+from quotawatch.warnings.notify import compose, freeable
+from quotawatch.warnings.render import Freeable, MailContent, Rendered, render, render_digest
 
 NOW = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
 MiB = 1024 * 1024
@@ -159,9 +159,9 @@ def test_digest_lists_accounts() -> None:
 
 
 def test_after_cleanup_corrects_usage_and_folders() -> None:
-    from quotawatch.executor import ActionResult, CleanupResult
     from quotawatch.model import QuotaResource, Snapshot
-    from quotawatch.notify import after_cleanup
+    from quotawatch.retention.executor import ActionResult, CleanupResult
+    from quotawatch.warnings.notify import after_cleanup
 
     snap = Snapshot(
         "alice", "imap", NOW,

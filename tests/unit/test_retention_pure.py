@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from quotawatch.archive import Archive, maildir_folder_name
-from quotawatch.audit import AuditLog
 from quotawatch.config import Rule
 from quotawatch.errors import SafetyStop
 from quotawatch.model import FolderInfo
-from quotawatch.retention import move_target, resolve_folders, search_query
+from quotawatch.retention.archive import Archive, maildir_folder_name
+from quotawatch.retention.audit import AuditLog
+from quotawatch.retention.rules import move_target, resolve_folders, search_query
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 FOLDERS = (
@@ -115,7 +115,8 @@ def test_archive_creates_missing_parents_and_fills_an_empty_root(tmp_path: Path)
 
 
 def test_fast_fetch_parser_reads_the_retention_items_and_skips_unsolicited_ones() -> None:
-    from quotawatch.imap_retention import _header, _parse_fast
+    from quotawatch.mail.imap.wire import header_value as _header
+    from quotawatch.mail.imap.wire import parse_fetch as _parse_fast
 
     items = [b"RFC822.SIZE", b"INTERNALDATE", b"SAVEDATE", b"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]
     data = [

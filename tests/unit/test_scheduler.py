@@ -22,11 +22,11 @@ from apscheduler.events import (
 from pydantic import SecretStr
 
 from quotawatch.config import Account
-from quotawatch.daemon import Daemon
 from quotawatch.errors import AuthError, ConnectError, TemporaryServerError
-from quotawatch.jobs import Backoff, backoff_delay, fingerprint
 from quotawatch.model import FolderInfo, QuotaResource
-from quotawatch.sdnotify import Notifier, Watchdog, notify_address, watchdog_interval
+from quotawatch.service.backoff import Backoff, backoff_delay, fingerprint
+from quotawatch.service.daemon import Daemon
+from quotawatch.service.sdnotify import Notifier, Watchdog, notify_address, watchdog_interval
 from quotawatch.state import State
 
 WAIT = 20  # seconds to wait for an event before the test fails

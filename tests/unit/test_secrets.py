@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
+from quotawatch.config.secrets import SecretCache, read_secret
 from quotawatch.errors import SecretError
-from quotawatch.secrets import SecretCache, read_secret
 
 SECRET = "s3cret-Passw0rd"
 

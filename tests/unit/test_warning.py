@@ -10,7 +10,7 @@ import pytest
 
 from quotawatch.config import Warnings
 from quotawatch.model import FolderInfo, QuotaResource, Snapshot
-from quotawatch.warning import (
+from quotawatch.warnings.decision import (
     Decision,
     Usage,
     WarningState,

@@ -20,7 +20,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
 from quotawatch.config import Metrics
-from quotawatch.secrets import read_secret
+from quotawatch.config.secrets import read_secret
 
 log = logging.getLogger(__name__)
 

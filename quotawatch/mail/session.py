@@ -1,4 +1,4 @@
-"""The one small interface to a mailbox, whatever the protocol, and the factory that picks one."""
+"""The one small interface to a mailbox, whatever the protocol: the session Protocol and its plain data."""
 
 from __future__ import annotations
 
@@ -106,15 +106,3 @@ class MailboxSession(Protocol):
 
 
 SessionFactory = Callable[[Account, SecretStr], MailboxSession]
-
-
-def open_session(account: Account, password: SecretStr) -> MailboxSession:
-    """Connect and log in with the protocol the account names."""
-    if account.protocol == "pop3":
-        from quotawatch.pop3 import Pop3Session
-
-        session: MailboxSession = Pop3Session.connect(account, password)
-        return session
-    from quotawatch.imap import ImapSession
-
-    return ImapSession.connect(account, password)

@@ -17,23 +17,17 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from quotawatch.accounts import all_accounts
-from quotawatch.check import Clock, utcnow
 from quotawatch.config import Account, Config, load_config
+from quotawatch.config.secrets import SecretCache
+from quotawatch.config.sources import all_accounts
 from quotawatch.errors import ConfigError
-from quotawatch.guard import SessionRegistry
-from quotawatch.jobs import (
-    BACKOFF_REASONS,
-    Backoff,
-    JobResult,
-    WarnHook,
-    backoff_delay,
-    fingerprint,
-    run_account,
-)
-from quotawatch.mailbox import SessionFactory, open_session
-from quotawatch.metrics import Counters, Histogram, StateCollector
-from quotawatch.secrets import SecretCache
+from quotawatch.mail.connect import open_session
+from quotawatch.mail.session import SessionFactory
+from quotawatch.model import Clock, utcnow
+from quotawatch.service.backoff import BACKOFF_REASONS, Backoff, backoff_delay, fingerprint
+from quotawatch.service.jobs import JobResult, WarnHook, run_account
+from quotawatch.service.metrics import Counters, Histogram, StateCollector
+from quotawatch.service.stop import SessionRegistry
 from quotawatch.state import State
 
 log = logging.getLogger(__name__)
@@ -315,7 +309,7 @@ class Daemon:
 def default_warn_factory(
     config: Config, state: State, secrets: SecretCache, counters: Counters
 ) -> WarnHook | None:
-    """Warning mails (quotawatch.notify) when ``warnings:`` and ``smtp:`` are configured."""
-    from quotawatch.notify import make_warn_hook
+    """Warning mails (quotawatch.warnings.notify) when ``warnings:`` and ``smtp:`` are configured."""
+    from quotawatch.warnings.notify import make_warn_hook
 
     return make_warn_hook(config, state, secrets, counters)

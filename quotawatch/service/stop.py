@@ -9,7 +9,7 @@ from pydantic import SecretStr
 
 from quotawatch.config import Account
 from quotawatch.errors import ShuttingDown
-from quotawatch.mailbox import (
+from quotawatch.mail.session import (
     FolderSelection,
     MailboxSession,
     MessageMeta,

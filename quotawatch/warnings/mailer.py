@@ -15,10 +15,11 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
 from quotawatch.config import Smtp, TlsMode
+from quotawatch.config.secrets import SecretCache
 from quotawatch.errors import MailError, SecretError
-from quotawatch.render import Rendered, clean
-from quotawatch.secrets import SecretCache
-from quotawatch.tls import tls_context
+from quotawatch.mail.tls import tls_context
+from quotawatch.text import clean
+from quotawatch.warnings.render import Rendered
 
 log = logging.getLogger(__name__)
 

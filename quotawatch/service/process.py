@@ -10,10 +10,10 @@ from collections.abc import Mapping
 
 from prometheus_client.registry import CollectorRegistry
 
-from quotawatch.daemon import Daemon
 from quotawatch.errors import QuotawatchError
-from quotawatch.httpserver import MetricsServer
-from quotawatch.sdnotify import Notifier, Watchdog, watchdog_interval
+from quotawatch.service.daemon import Daemon
+from quotawatch.service.http import MetricsServer
+from quotawatch.service.sdnotify import Notifier, Watchdog, watchdog_interval
 
 log = logging.getLogger(__name__)
 

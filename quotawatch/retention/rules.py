@@ -1,37 +1,24 @@
-"""Retention for one account: resolve rule folders, gather candidates from the session, plan, and apply."""
+"""Candidates for one account's rules: resolve each rule's folders, ask the session for what it
+may take there (one server-side search per rule and folder), date it, and plan."""
 
 from __future__ import annotations
 
-import importlib
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from fnmatch import fnmatchcase
 
-from quotawatch.accounts import password_for
-from quotawatch.audit import AuditLog
-from quotawatch.check import per_account, snapshot
-from quotawatch.config import Account, Config, Rule
-from quotawatch.errors import QuotawatchError
-from quotawatch.executor import CleanupResult, execute
-from quotawatch.mailbox import (
-    FolderSelection,
-    MailboxSession,
-    SearchQuery,
-    SessionFactory,
-    open_session,
-)
-from quotawatch.model import FolderInfo, Snapshot
-from quotawatch.planner import Limits, Plan, RuleSelection, age_cutoff, failed_plan, plan
-from quotawatch.secrets import SecretCache
+from quotawatch.config import Account, Rule
+from quotawatch.mail.session import FolderSelection, MailboxSession, SearchQuery
+from quotawatch.model import VIRTUAL_FLAGS, FolderInfo, Snapshot
+from quotawatch.retention.client_guard import guard_candidates
+from quotawatch.retention.planner import Limits, Plan, RuleSelection, age_cutoff, plan
 from quotawatch.state import State
 
 log = logging.getLogger(__name__)
 
-#: special-use folders that are views onto other folders; a glob never selects them
-_VIRTUAL = {"\\all", "\\flagged"}
-Progress = Callable[[str], None]
+_VIRTUAL = {f.lower() for f in VIRTUAL_FLAGS}
 
 
 def resolve_folders(
@@ -102,8 +89,7 @@ def _dated(
         candidates = tuple(replace(c, date=seen.get(c.uid)) for c in candidates)
     notes: tuple[str, ...] = ()
     if pop3:
-        guard = importlib.import_module("quotawatch.pop3").guard_candidates
-        candidates, notes = guard(account, candidates, seen, now)
+        candidates, notes = guard_candidates(account, candidates, seen, now)
     return replace(sel, candidates=tuple(candidates), age_applied=True), tuple(notes)
 
 
@@ -142,70 +128,3 @@ def plan_account(
             per_folder.append(sel)
         selections.append(RuleSelection(name, tuple(per_folder), tuple(notes)))
     return plan(snapshot, selections, used, Limits.of(account, used), now)
-
-
-def cleanup_account(
-    account: Account,
-    config: Config,
-    state: State,
-    audit: AuditLog,
-    secrets: SecretCache,
-    *,
-    apply: bool,
-    now: datetime,
-    factory: SessionFactory = open_session,
-    progress: Progress | None = None,
-) -> tuple[Plan, CleanupResult | None]:
-    """One login: snapshot, plan, and with ``apply`` execute the plan; failures are returned."""
-    usage = None
-    try:
-        session = factory(account, password_for(account, secrets))
-        try:
-            snap = snapshot(session, now)
-            usage = snap.usage_ratio
-            rules = {n: config.rules[n] for n in account.rules if n in config.rules}
-            the_plan = plan_account(session, account, rules, snap, state, now)
-            result = None
-            if apply and (the_plan.actions or the_plan.error):
-                result = execute(session, the_plan, account, rules, audit, now, progress)
-            return the_plan, result
-        finally:
-            session.close()
-    except QuotawatchError as exc:
-        log.warning("retention failed account=%s reason=%s: %s", account.name, exc.reason, exc)
-        return failed_plan(account.name, str(exc), usage), None
-    except Exception as exc:  # one account's bug must not stop the others
-        log.exception("retention failed account=%s reason=internal", account.name)
-        return failed_plan(
-            account.name, f"{account.name}: internal error: {type(exc).__name__}: {exc}", usage
-        ), None
-
-
-def cleanup_accounts(
-    accounts: Sequence[Account],
-    config: Config,
-    state: State,
-    audit: AuditLog,
-    secrets: SecretCache,
-    *,
-    apply: bool,
-    now: datetime,
-    factory: SessionFactory = open_session,
-    progress: Progress | None = None,
-) -> Iterator[tuple[Plan, CleanupResult | None]]:
-    """Results in config order, running up to ``schedule.concurrency`` accounts at once."""
-
-    def one(account: Account) -> tuple[Plan, CleanupResult | None]:
-        return cleanup_account(
-            account,
-            config,
-            state,
-            audit,
-            secrets,
-            apply=apply,
-            now=now,
-            factory=factory,
-            progress=progress,
-        )
-
-    return per_account(one, accounts, config.schedule.concurrency, "cleanup")

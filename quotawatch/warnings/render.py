@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from quotawatch.model import FolderInfo
-from quotawatch.output import table
-from quotawatch.templates import TEXTS
+from quotawatch.text import clean, table
 from quotawatch.units import format_size
+from quotawatch.warnings.templates import TEXTS
 
 MAX_FOLDERS = 5
 TRASH_NAMES = {"trash", "deleted items", "deleted messages", "papierkorb", "gelöschte elemente"}
@@ -72,13 +72,6 @@ class Table:
 
 
 Block = Para | Items | Table
-
-
-def clean(text: str) -> str:
-    """One line of printable text: control characters (CR, LF, TAB, ...) become single spaces."""
-    return " ".join(
-        "".join(" " if ord(c) < 32 or 0x7F <= ord(c) < 0xA0 else c for c in text).split()
-    )
 
 
 def size(n: float, lang: str) -> str:

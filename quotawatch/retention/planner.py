@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from quotawatch.config import AccountFields, Rule
-from quotawatch.mailbox import Candidate, FolderSelection
+from quotawatch.mail.session import Candidate, FolderSelection
 from quotawatch.model import QuotaResource, Snapshot
 from quotawatch.units import format_percent
 

@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from quotawatch.archive import Archive
-from quotawatch.audit import AuditLog
 from quotawatch.config import Account, Rule
 from quotawatch.errors import ConnectError, MailboxError, QuotawatchError, ServerTimeout
-from quotawatch.mailbox import MailboxSession, MessageMeta
-from quotawatch.planner import Plan, PlannedAction
+from quotawatch.mail.session import MailboxSession, MessageMeta
+from quotawatch.retention.archive import Archive
+from quotawatch.retention.audit import AuditLog
+from quotawatch.retention.planner import Plan, PlannedAction
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from typing import Any
 from pydantic import SecretStr, ValidationError
 
 from quotawatch.config import Account, AccountSource, Config
+from quotawatch.config.secrets import SecretCache
 from quotawatch.errors import ConfigError, SecretError
-from quotawatch.secrets import SecretCache
 
 
 def _read_usernames(path: Path) -> list[str]:

@@ -8,14 +8,15 @@ from email.message import EmailMessage
 from typing import Any
 
 from quotawatch.config import Account, Config
-from quotawatch.jobs import run_account
-from quotawatch.mailbox import SessionFactory, open_session
-from quotawatch.mailer import Mailer
+from quotawatch.config.secrets import SecretCache
+from quotawatch.mail.connect import open_session
+from quotawatch.mail.session import SessionFactory
 from quotawatch.model import AccountReport, FolderInfo, QuotaResource, Snapshot
-from quotawatch.notify import Outcome, compose, content, freeable, recipients, warn_account
-from quotawatch.secrets import SecretCache
+from quotawatch.service.jobs import run_account
 from quotawatch.state import State
-from quotawatch.warning import Usage, WarningState, decide, highest_exceeded
+from quotawatch.warnings.decision import Usage, WarningState, decide, highest_exceeded
+from quotawatch.warnings.mailer import Mailer
+from quotawatch.warnings.notify import Outcome, compose, content, freeable, recipients, warn_account
 
 
 def snapshot_from_stored(name: str, taken_at: datetime, data: dict[str, Any]) -> Snapshot | None:

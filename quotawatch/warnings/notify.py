@@ -10,20 +10,21 @@ from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any, Protocol
 
 from quotawatch.config import Account, Config
-from quotawatch.digest import send_digest_if_due
+from quotawatch.config.secrets import SecretCache
 from quotawatch.errors import MailError
-from quotawatch.forecast import WINDOW, days_until_full
-from quotawatch.mailer import Mailer, build_message
 from quotawatch.model import AccountReport, Snapshot
-from quotawatch.render import Freeable, MailContent, clean, render
-from quotawatch.secrets import SecretCache
 from quotawatch.state import State
-from quotawatch.warning import Decision, Usage, WarningState, decide, failed
+from quotawatch.text import clean
+from quotawatch.warnings.decision import Decision, Usage, WarningState, decide, failed
+from quotawatch.warnings.digest import send_digest_if_due
+from quotawatch.warnings.forecast import WINDOW, days_until_full
+from quotawatch.warnings.mailer import Mailer, build_message
+from quotawatch.warnings.render import Freeable, MailContent, render
 
 if TYPE_CHECKING:
-    from quotawatch.executor import CleanupResult
-    from quotawatch.jobs import WarnHook
-    from quotawatch.planner import Plan
+    from quotawatch.retention.executor import CleanupResult
+    from quotawatch.retention.planner import Plan
+    from quotawatch.service.jobs import WarnHook
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ FAILED = "quotawatch_warnings_failed_total"
 
 
 class Counters(Protocol):
-    """What ``quotawatch.metrics.Counters`` offers; anything with ``inc`` will do."""
+    """What ``quotawatch.service.metrics.Counters`` offers; anything with ``inc`` will do."""
 
     def inc(self, name: str, labels: Mapping[str, str], value: float = 1) -> None: ...
 

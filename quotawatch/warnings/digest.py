@@ -10,10 +10,10 @@ from typing import Any
 
 from quotawatch.config import Config, Warnings
 from quotawatch.errors import MailError
-from quotawatch.mailer import Mailer, build_message
-from quotawatch.render import DigestRow, render_digest
 from quotawatch.state import State
-from quotawatch.warning import Usage, highest_exceeded
+from quotawatch.warnings.decision import Usage, highest_exceeded
+from quotawatch.warnings.mailer import Mailer, build_message
+from quotawatch.warnings.render import DigestRow, render_digest
 
 log = logging.getLogger(__name__)
 

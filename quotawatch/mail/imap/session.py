@@ -8,94 +8,25 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import imapclient
-from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 from imapclient.imap_utf7 import decode as decode_utf7
-from imapclient.imap_utf7 import encode as encode_utf7
 from imapclient.response_parser import parse_response
 from pydantic import SecretStr
 
-from quotawatch import imap_wire
 from quotawatch.config import Account, TlsMode
-from quotawatch.errors import (
-    AuthError,
-    CapabilityMissing,
-    ConnectError,
-    MailboxError,
-    ProtocolError,
-    TLSError,
-    transport_error,
-)
-from quotawatch.imap_client import GreetingClient
-from quotawatch.mailbox import FolderSelection, MessageMeta, SearchQuery
-from quotawatch.model import FolderInfo, QuotaResource
-from quotawatch.tls import tls_context
+from quotawatch.errors import CapabilityMissing, TLSError
+from quotawatch.mail.imap import wire as imap_wire
+from quotawatch.mail.imap.client import GreetingClient
+from quotawatch.mail.imap.errors import text as _text
+from quotawatch.mail.imap.errors import translate_errors
+from quotawatch.mail.imap.retention import RetentionOps
+from quotawatch.mail.imap.syntax import chunks, quote_mailbox
+from quotawatch.mail.tls import tls_context
+from quotawatch.model import FolderInfo, QuotaResource, special_use
 
 log = logging.getLogger(__name__)
 
-SPECIAL_USE = {"\\ALL", "\\ARCHIVE", "\\DRAFTS", "\\FLAGGED", "\\JUNK", "\\SENT", "\\TRASH"}
-#: UIDs per UID FETCH / STORE / EXPUNGE command, to keep command lines well under server limits
-UID_CHUNK = 2000
 
-
-def quote_mailbox(name: str) -> bytes:
-    """A mailbox name as an IMAP quoted string, modified-UTF-7 encoded."""
-    encoded: bytes = encode_utf7(name)
-    return b'"' + encoded.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
-
-
-def uid_ranges(uids: Sequence[int]) -> str:
-    """``1:3,7,9:10`` for [1, 2, 3, 7, 9, 10]."""
-    ordered = sorted(set(uids))
-    if not ordered:
-        return ""
-    out: list[str] = []
-    start = prev = ordered[0]
-    for uid in ordered[1:]:
-        if uid != prev + 1:
-            out.append(str(start) if start == prev else f"{start}:{prev}")
-            start = uid
-        prev = uid
-    out.append(str(start) if start == prev else f"{start}:{prev}")
-    return ",".join(out)
-
-
-def chunks(items: Sequence[Any], size: int = UID_CHUNK) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
-
-
-def _reason(exc: BaseException) -> str:
-    """The server's or library's words, without Python's bytes repr."""
-    text = _text(exc.args[0] if exc.args else exc).strip()
-    if len(text) > 2 and text[:2] in ("b'", 'b"') and text[-1] == text[1]:
-        text = text[2:-1]
-    return text[:300]
-
-
-@contextlib.contextmanager
-def translate_errors(account: str, doing: str) -> Iterator[None]:
-    """Turn socket, TLS and IMAP library exceptions into quotawatch's MailboxError subclasses."""
-    try:
-        yield
-    except MailboxError:
-        raise
-    except (OSError, EOFError) as exc:  # sockets and TLS
-        raise transport_error(account, doing, exc) from None
-    except LoginError as exc:
-        raise AuthError(account, f"login refused: {_reason(exc)}") from None
-    except IMAPClientAbortError as exc:  # a BYE or a broken stream: the session is gone
-        raise ConnectError(account, f"connection lost ({doing}): {_reason(exc)}") from None
-    except IMAPClientError as exc:
-        raise ProtocolError(account, f"server refused ({doing}): {_reason(exc)}") from None
-
-
-class ImapSession:
+class ImapSession(RetentionOps):
     """One logged-in IMAP connection to one account. Never sends a bare EXPUNGE or CLOSE."""
 
     protocol = "imap"
@@ -186,13 +117,6 @@ class ImapSession:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def _run(self, name: str, line: bytes, *want: bytes) -> dict[bytes, list[Any]]:
-        """One command line (arguments pre-quoted) through the lean reader; NO/BAD raise."""
-        typ, text, got = imap_wire.command(self.client._imap, line, want)
-        if typ != "OK":
-            self.client._checkok(name, typ, [text])
-        return got
 
     # ------------------------------------------------------------------ quota
     def quota(self) -> tuple[tuple[QuotaResource, ...], tuple[str, ...]]:
@@ -285,54 +209,13 @@ class ImapSession:
 
     def _folder_by_fetch(self, name: str, special: str | None) -> FolderInfo:
         """Size without STATUS=SIZE: sum RFC822.SIZE fetched by UID, in chunks, read-only."""
-        self._select(name, readonly=True)
+        self._select(name, readonly=True, fresh=False)
         uids = sorted(self.client.search(["ALL"]))
         total = 0
         for part in chunks(uids):
             fetched = self.client.fetch(list(part), ["RFC822.SIZE"])
             total += sum(int(v[b"RFC822.SIZE"]) for v in fetched.values())
         return FolderInfo(name, len(uids), total, special)
-
-    def _select(self, folder: str, *, readonly: bool) -> int:
-        """SELECT/EXAMINE a folder (reusing the current selection when it fits); return UIDVALIDITY."""
-        if self._selected == folder and (readonly or not self._selected_readonly):
-            assert self._uidvalidity is not None
-            return self._uidvalidity
-        info = self.client.select_folder(folder, readonly=readonly)
-        self._selected, self._selected_readonly = folder, readonly
-        self._uidvalidity = int(info[b"UIDVALIDITY"])
-        return self._uidvalidity
-
-    # ------------------------------------------------------------------ retention
-    # The operations live in imap_retention.py (imported on first use, keeping this file short).
-    def select_candidates(self, folder: str, query: SearchQuery) -> FolderSelection:
-        from quotawatch import imap_retention
-
-        return imap_retention.select_candidates(self, folder, query)
-
-    def message_meta(
-        self, folder: str, uidvalidity: int | None, uids: Sequence[int | str]
-    ) -> dict[int | str, MessageMeta]:
-        from quotawatch import imap_retention
-
-        return imap_retention.message_meta(self, folder, uidvalidity, uids)
-
-    def fetch_message(self, folder: str, uidvalidity: int | None, uid: int | str) -> bytes:
-        from quotawatch import imap_retention
-
-        return imap_retention.fetch_message(self, folder, uidvalidity, uid)
-
-    def delete(self, folder: str, uidvalidity: int | None, uids: Sequence[int | str]) -> int:
-        from quotawatch import imap_retention
-
-        return imap_retention.delete(self, folder, uidvalidity, uids)
-
-    def move(
-        self, folder: str, uidvalidity: int | None, uids: Sequence[int | str], target: str
-    ) -> int:
-        from quotawatch import imap_retention
-
-        return imap_retention.move(self, folder, uidvalidity, uids, target)
 
     def commit(self) -> None:
         """IMAP changes are final when UID EXPUNGE / UID MOVE return."""
@@ -355,8 +238,5 @@ def _mailbox_name(raw: Any) -> str:
 
 
 def _special(flags: Sequence[Any]) -> str | None:
-    for f in flags:
-        text = _text(f)
-        if text.upper() in SPECIAL_USE:
-            return "\\" + text[1:].capitalize()
-    return None
+    """The folder's special-use flag among its LIST flags, canonically spelled."""
+    return next((f for f in map(special_use, map(_text, flags)) if f is not None), None)

@@ -1,30 +1,31 @@
-"""One account's job per cycle: one login for check, stored report, plan, cleanup, then the warning hook."""
+"""The one account pipeline, for the CLI and the daemon alike: log in once, check, store the
+report, plan, clean up, log out, then the warning hook."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import datetime
 from typing import Any, Protocol
 
-from quotawatch.accounts import password_for
-from quotawatch.audit import AuditLog
-from quotawatch.check import snapshot
 from quotawatch.config import Account, Config, Rule
+from quotawatch.config.secrets import SecretCache
+from quotawatch.config.sources import password_for
 from quotawatch.errors import QuotawatchError
-from quotawatch.executor import CleanupResult, execute
-from quotawatch.mailbox import MailboxSession, SessionFactory, open_session
-from quotawatch.model import AccountReport, Snapshot
-from quotawatch.planner import Plan, failed_plan
-from quotawatch.retention import plan_account
-from quotawatch.secrets import SecretCache
+from quotawatch.mail.connect import open_session
+from quotawatch.mail.session import MailboxSession, SessionFactory
+from quotawatch.mail.snapshot import snapshot
+from quotawatch.model import AccountReport, Clock, Snapshot, utcnow
+from quotawatch.retention.audit import AuditLog
+from quotawatch.retention.executor import CleanupResult, execute
+from quotawatch.retention.planner import Plan, failed_plan
+from quotawatch.retention.rules import plan_account
+from quotawatch.service.pool import per_account
 from quotawatch.state import State
+
+Progress = Callable[[str], None]
 
 log = logging.getLogger(__name__)
 
@@ -144,32 +145,44 @@ def _execute(
     plan: Plan,
     account: Account,
     rules: Mapping[str, Rule],
-    state: State,
+    audit: AuditLog,
     now: datetime,
+    progress: Progress | None,
 ) -> CleanupResult:
-    def progress(message: str) -> None:
+    def to_log(message: str) -> None:
         log.info("cleanup account=%s %s", account.name, message)
 
-    audit = AuditLog(state.dir / "audit.jsonl")
     try:
-        return execute(session, plan, account, rules, audit, now, progress)
+        return execute(session, plan, account, rules, audit, now, progress or to_log)
     except Exception as exc:
         log.error("cleanup failed account=%s: %s", account.name, exc, exc_info=exc)
         return CleanupResult(account.name, (), None, (str(exc),))
 
 
+def account_rules(account: Account, config: Config) -> dict[str, Rule]:
+    """The rules an account names, in its order (unknown names were refused by the config)."""
+    return {name: config.rules[name] for name in account.rules if name in config.rules}
+
+
 def run_account(
     account: Account,
     config: Config,
-    state: State,
+    state: State | None,
     secrets: SecretCache,
     *,
     cleanup: bool,
     now: datetime,
     factory: SessionFactory = open_session,
     warn: WarnHook | None = None,
+    plan: bool = True,
+    progress: Progress | None = None,
+    audit: AuditLog | None = None,
 ) -> JobResult:
-    """Check → store the report → plan (with rules) → cleanup (if asked) → warn hook; never raises."""
+    """Check → store the report → plan (with rules) → cleanup (if asked) → warn hook; never raises.
+
+    Without ``state`` (a plain ``check``) nothing is stored and nothing planned; ``plan=False``
+    stops after the check. ``progress`` receives cleanup progress lines (default: the log).
+    """
     started = time.monotonic()
     session: MailboxSession | None = None
     try:
@@ -179,7 +192,7 @@ def run_account(
         if session is not None:
             session.close()
         report = _failed(account, exc, started)
-        if report.reason != "shutdown":
+        if report.reason != "shutdown" and state is not None:
             try:
                 _save(state, report, now)
             except Exception as db_exc:  # noqa: BLE001
@@ -191,25 +204,27 @@ def run_account(
     )
     for note in snap.notes:
         log.debug("account=%s note: %s", account.name, note)
-    plan = result = None
+    the_plan = result = None
     try:
-        _save(state, report, now)
-        rules = {name: config.rules[name] for name in account.rules if name in config.rules}
-        if rules:
-            plan = _plan(session, account, rules, snap, state, now)
-        if cleanup and plan is not None and plan.actions and not plan.error:
-            result = _execute(session, plan, account, rules, state, now)
+        if state is not None:
+            _save(state, report, now)
+            rules = account_rules(account, config)
+            if plan and rules:
+                the_plan = _plan(session, account, rules, snap, state, now)
+            if cleanup and the_plan is not None and the_plan.actions and not the_plan.error:
+                audit = audit or AuditLog(state.dir / "audit.jsonl")
+                result = _execute(session, the_plan, account, rules, audit, now, progress)
     except Exception as exc:  # e.g. the state database; the account counts as failed
         log.error("job failed account=%s: %s", account.name, exc, exc_info=exc)
         error = f"{account.name}: internal error: {type(exc).__name__}: {exc}"
         report = replace(report, error=error, reason="internal")
     finally:
         session.close()
-    job = JobResult(report, plan, result)
-    if plan is not None:
+    job = JobResult(report, the_plan, result)
+    if the_plan is not None and state is not None:
         done = sum(a.bytes for a in result.done) if result is not None else 0
         try:
-            _save(state, report, now, pending_bytes=max(0, plan.pending_bytes - done),
+            _save(state, report, now, pending_bytes=max(0, the_plan.pending_bytes - done),
                   job_errors=tuple(msg for _, msg in job.failures))  # fmt: skip
         except Exception as exc:  # noqa: BLE001
             log.error("cannot store the plan account=%s: %s", account.name, exc)
@@ -225,59 +240,96 @@ def _finish(job: JobResult, account: Account, now: datetime, warn: WarnHook | No
     return job
 
 
-# ---------------------------------------------------------------------- backoff
-#: failures that may lock an account out (or that the server asks us to retry later)
-BACKOFF_REASONS = frozenset({"auth", "temporary"})
-BACKOFF_CAP = timedelta(hours=24)
+# ---------------------------------------------------------------------- the CLI's views of it
+def check_account(
+    account: Account,
+    secrets: SecretCache,
+    *,
+    factory: SessionFactory = open_session,
+    clock: Clock = utcnow,
+) -> AccountReport:
+    """``quotawatch check`` of one account: the pipeline's check, nothing stored or planned."""
+    report = run_account(
+        account, Config(), None, secrets, cleanup=False, now=clock(), factory=factory, plan=False
+    ).report
+    if report.error is not None and report.reason not in ("internal", "shutdown"):
+        log.warning(
+            "check failed account=%s reason=%s: %s", account.name, report.reason, report.error
+        )
+    for note in report.snapshot.notes if report.snapshot else ():
+        log.info("account=%s note: %s", account.name, note)
+    return report
 
 
-def backoff_delay(failures: int, interval: timedelta, cap: timedelta = BACKOFF_CAP) -> timedelta:
-    """Wait after the n-th failure in a row: 2, 4, 8 ... intervals, at most ``cap`` (24h)."""
-    return max(interval, min(interval * (1 << min(failures, 32)), cap))
+def check_accounts(
+    accounts: Sequence[Account],
+    secrets: SecretCache,
+    *,
+    concurrency: int = 16,
+    factory: SessionFactory = open_session,
+    clock: Clock = utcnow,
+) -> Iterator[AccountReport]:
+    """Reports in config order, checking up to ``concurrency`` accounts at once."""
+    return per_account(
+        lambda a: check_account(a, secrets, factory=factory, clock=clock),
+        accounts,
+        concurrency,
+        "check",
+    )
 
 
-def fingerprint(account: Account) -> str:
-    """Changes when the account's settings or its password file change, which ends a backoff."""
-    parts = [account.model_dump_json()]
-    directory = os.environ.get("CREDENTIALS_DIRECTORY")
-    source = account.password_file or (
-        Path(directory) / account.password_credential
-        if directory and account.password_credential else None
+def cleanup_account(
+    account: Account,
+    config: Config,
+    state: State,
+    audit: AuditLog,
+    secrets: SecretCache,
+    *,
+    apply: bool,
+    now: datetime,
+    factory: SessionFactory = open_session,
+    progress: Progress | None = None,
+) -> tuple[Plan, CleanupResult | None]:
+    """``plan`` / ``cleanup --apply`` of one account: the pipeline, as (plan, cleanup result).
+
+    A plan that may not run (a safety cap) is reported as a refused cleanup when applying."""
+    job = run_account(
+        account, config, state, secrets, cleanup=apply, now=now, factory=factory,
+        progress=progress, audit=audit,
     )  # fmt: skip
-    if source is not None:
-        try:
-            parts.append(str(Path(source).stat().st_mtime_ns))
-        except OSError:
-            parts.append("missing")
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+    usage = job.report.snapshot.usage_ratio if job.report.snapshot else None
+    if job.report.error is not None and job.plan is None:
+        log.warning(
+            "retention failed account=%s reason=%s: %s",
+            account.name, job.report.reason, job.report.error,
+        )  # fmt: skip
+        return failed_plan(account.name, job.report.error, usage), None
+    the_plan = job.plan or Plan(account.name, usage, usage, ())
+    result = job.cleanup
+    if apply and result is None and the_plan.error:
+        refused = f"{account.name}: cleanup refused: {the_plan.error}"
+        result = CleanupResult(account.name, (), None, (refused,))
+    return the_plan, result
 
 
-@dataclass(frozen=True)
-class Backoff:
-    """An account's run of auth/temporary failures, kept in State so a restart does not reset it."""
+def cleanup_accounts(
+    accounts: Sequence[Account],
+    config: Config,
+    state: State,
+    audit: AuditLog,
+    secrets: SecretCache,
+    *,
+    apply: bool,
+    now: datetime,
+    factory: SessionFactory = open_session,
+    progress: Progress | None = None,
+) -> Iterator[tuple[Plan, CleanupResult | None]]:
+    """Results in config order, running up to ``schedule.concurrency`` accounts at once."""
 
-    failures: int
-    until: datetime
-    reason: str
-    fingerprint: str
+    def one(account: Account) -> tuple[Plan, CleanupResult | None]:
+        return cleanup_account(
+            account, config, state, audit, secrets,
+            apply=apply, now=now, factory=factory, progress=progress,
+        )  # fmt: skip
 
-    @staticmethod
-    def load(state: State, account: str, current: str) -> Backoff | None:
-        """The stored backoff, or None when there is none or the account has changed since."""
-        raw = state.get(f"backoff:{account}")
-        if not raw:
-            return None
-        data = json.loads(raw)
-        if not data or data.get("fingerprint") != current:
-            return None
-        until = datetime.fromtimestamp(data["until"], UTC)
-        return Backoff(int(data["failures"]), until, str(data["reason"]), current)
-
-    def save(self, state: State, account: str) -> None:
-        data = {"failures": self.failures, "until": self.until.timestamp(),
-                "reason": self.reason, "fingerprint": self.fingerprint}  # fmt: skip
-        state.put(f"backoff:{account}", json.dumps(data))
-
-    @staticmethod
-    def clear(state: State, account: str) -> None:
-        state.put(f"backoff:{account}", "")
+    return per_account(one, accounts, config.schedule.concurrency, "cleanup")

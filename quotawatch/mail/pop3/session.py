@@ -9,7 +9,6 @@ from datetime import datetime
 
 from pydantic import SecretStr
 
-from quotawatch.clientstate import guard_candidates, login_names
 from quotawatch.config import DEFAULT_PORTS, Account, TlsMode
 from quotawatch.errors import (
     CapabilityMissing,
@@ -18,9 +17,7 @@ from quotawatch.errors import (
     SafetyStop,
     TLSError,
 )
-from quotawatch.mailbox import Candidate, FolderSelection, MessageMeta, SearchQuery
-from quotawatch.model import FolderInfo, QuotaResource
-from quotawatch.pop3wire import (
+from quotawatch.mail.pop3.wire import (
     MessageIndex,
     Pop3Client,
     build_index,
@@ -28,7 +25,10 @@ from quotawatch.pop3wire import (
     parse_headers,
     translate_errors,
 )
-from quotawatch.tls import tls_context
+from quotawatch.mail.session import Candidate, FolderSelection, MessageMeta, SearchQuery
+from quotawatch.mail.tls import tls_context
+from quotawatch.model import FolderInfo, QuotaResource
+from quotawatch.retention.client_guard import guard_candidates, login_names
 
 __all__ = ["Pop3Session", "guard_candidates", "login_names"]
 
@@ -163,7 +163,7 @@ class Pop3Session:
         return (QuotaResource("configured", "STORAGE", octets, self._config.quota),), (note,)
 
     def _imap_quota(self) -> tuple[tuple[QuotaResource, ...], tuple[str, ...]]:
-        from quotawatch.imap import ImapSession
+        from quotawatch.mail.imap.session import ImapSession
 
         acct = self._config
         port = acct.imap_port or DEFAULT_PORTS[("imap", acct.tls)]

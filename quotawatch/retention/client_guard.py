@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from quotawatch.config import Account
-from quotawatch.mailbox import Candidate
+from quotawatch.mail.session import Candidate
 from quotawatch.units import format_duration
 
 #: Thunderbird status letters of messages whose body is on the user's disk: k = kept on the

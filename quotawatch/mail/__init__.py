@@ -1,0 +1,9 @@
+"""Stage 2, mail: the one small interface to a mailbox (``session``) and its adapters.
+
+Takes an ``Account`` and its password; gives a logged-in ``MailboxSession`` (quota, folders with
+sizes, candidate search, UID-exact delete/move, message fetch) and a ``Snapshot`` of it.
+``session`` holds only the interface and plain data; ``connect`` is the factory that picks an
+adapter (``imap/``, ``pop3/``). Nothing outside this package imports imapclient or poplib, and
+the interface module never imports an adapter, so the planner can use its types without them.
+Never imports retention, warnings or service.
+"""

@@ -1,0 +1,48 @@
+"""Translation of socket, TLS and imapclient exceptions into quotawatch's MailboxError classes."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
+
+from quotawatch.errors import (
+    AuthError,
+    ConnectError,
+    MailboxError,
+    ProtocolError,
+    transport_error,
+)
+
+
+def text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def reason(exc: BaseException) -> str:
+    """The server's or library's words, without Python's bytes repr."""
+    words = text(exc.args[0] if exc.args else exc).strip()
+    if len(words) > 2 and words[:2] in ("b'", 'b"') and words[-1] == words[1]:
+        words = words[2:-1]
+    return words[:300]
+
+
+@contextlib.contextmanager
+def translate_errors(account: str, doing: str) -> Iterator[None]:
+    """Turn socket, TLS and IMAP library exceptions into quotawatch's MailboxError subclasses."""
+    try:
+        yield
+    except MailboxError:
+        raise
+    except (OSError, EOFError) as exc:  # sockets and TLS
+        raise transport_error(account, doing, exc) from None
+    except LoginError as exc:
+        raise AuthError(account, f"login refused: {reason(exc)}") from None
+    except IMAPClientAbortError as exc:  # a BYE or a broken stream: the session is gone
+        raise ConnectError(account, f"connection lost ({doing}): {reason(exc)}") from None
+    except IMAPClientError as exc:
+        raise ProtocolError(account, f"server refused ({doing}): {reason(exc)}") from None
