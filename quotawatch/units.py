@@ -6,42 +6,23 @@ import re
 from datetime import timedelta
 from typing import Annotated
 
-from pydantic import BeforeValidator, PlainSerializer
+from pydantic import BeforeValidator, PlainSerializer, TypeAdapter, ValidationError
+from pydantic import ByteSize as _PydanticByteSize
 
-_SIZE_UNITS = {
-    "": 1,
-    "B": 1,
-    "K": 1000,
-    "KB": 1000,
-    "KIB": 1024,
-    "M": 1000**2,
-    "MB": 1000**2,
-    "MIB": 1024**2,
-    "G": 1000**3,
-    "GB": 1000**3,
-    "GIB": 1024**3,
-    "T": 1000**4,
-    "TB": 1000**4,
-    "TIB": 1024**4,
-}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+_BYTE_SIZE = TypeAdapter(_PydanticByteSize)
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(w|d|h|m|s)", re.IGNORECASE)
 _DURATION_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
 def parse_size(value: object) -> int:
-    """Parse ``500MB``, ``1.5GiB``, ``2048`` or an int into bytes (KB=1000, KiB=1024)."""
-    if isinstance(value, bool):
-        raise ValueError("expected a size such as 500MB or 2GiB")
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError("a size cannot be negative")
-        return value
-    if isinstance(value, str):
-        m = _SIZE_RE.match(value)
-        if m and m.group(2).upper() in _SIZE_UNITS:
-            return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).upper()])
-    raise ValueError(f"expected a size such as 500MB or 2GiB, got {value!r}")
+    """Parse ``500MB``, ``1.5GiB``, ``2048`` or an int into bytes (KB=1000, KiB=1024), with
+    pydantic's ByteSize rules and a message that says what is expected."""
+    if isinstance(value, bool) or (isinstance(value, int) and value < 0):
+        raise ValueError(f"expected a size such as 500MB or 2GiB, got {value!r}")
+    try:
+        return int(_BYTE_SIZE.validate_python(value))
+    except ValidationError:
+        raise ValueError(f"expected a size such as 500MB or 2GiB, got {value!r}") from None
 
 
 def parse_duration(value: object) -> timedelta:

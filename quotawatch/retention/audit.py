@@ -17,16 +17,12 @@ class AuditLog:
     """Appends JSON lines to ``path`` (``state_dir/audit.jsonl``); safe to share between threads.
 
     The file is created on the first record (mode 0600) and only ever appended to; each batch
-    of records is flushed and fsynced before ``record``/``record_many`` return.
+    of records is flushed and fsynced before ``record_many`` returns.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-
-    def record(self, entry: dict[str, Any]) -> None:
-        """Append one entry."""
-        self.record_many([entry])
 
     def record_many(self, entries: Iterable[dict[str, Any]]) -> None:
         """Append entries with one write and one fsync."""

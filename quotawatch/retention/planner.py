@@ -61,10 +61,6 @@ class PlannedAction:
     bytes: int
     archive_dir: str | None = None
 
-    @property
-    def frees_quota(self) -> bool:
-        return not self.action.startswith("move:")
-
 
 @dataclass(frozen=True)
 class Plan:

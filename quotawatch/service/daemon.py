@@ -25,10 +25,11 @@ from quotawatch.mail.connect import open_session
 from quotawatch.mail.session import SessionFactory
 from quotawatch.model import Clock, utcnow
 from quotawatch.service.backoff import BACKOFF_REASONS, Backoff, backoff_delay, fingerprint
-from quotawatch.service.jobs import JobResult, WarnHook, run_account
+from quotawatch.service.jobs import JobResult, run_account
 from quotawatch.service.metrics import Counters, Histogram, StateCollector
 from quotawatch.service.stop import SessionRegistry
 from quotawatch.state import State
+from quotawatch.warnings.notify import WarnHook
 
 log = logging.getLogger(__name__)
 

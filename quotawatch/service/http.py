@@ -1,22 +1,22 @@
-"""The HTTP endpoint: /metrics (Prometheus exposition) and /healthz, with optional TLS and basic auth."""
+"""The HTTP endpoint: a WSGI app (/metrics from prometheus_client, /healthz) under wsgiref, with optional TLS and basic auth."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import gzip
 import hmac
 import logging
 import socket
 import ssl
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from prometheus_client.exposition import choose_encoder
+from prometheus_client import make_wsgi_app
 from prometheus_client.registry import CollectorRegistry
 
 from quotawatch.config import Metrics
@@ -42,16 +42,84 @@ def server_tls_context(cert_file: Any, key_file: Any) -> ssl.SSLContext:
     return ctx
 
 
-class _Server(ThreadingHTTPServer):
+Start = Callable[[str, list[tuple[str, str]]], Any]
+App = Callable[[dict[str, Any], Start], Iterable[bytes]]
+
+
+def _text(
+    start: Start, status: str, body: bytes, headers: Sequence[tuple[str, str]] = ()
+) -> list[bytes]:
+    start(status, [("Content-Type", "text/plain; charset=utf-8"), *headers])
+    return [body]
+
+
+def basic_auth(app: App, credentials: tuple[bytes, bytes]) -> App:
+    """``app`` behind HTTP basic authentication, compared in constant time."""
+
+    def guarded(environ: dict[str, Any], start: Start) -> Iterable[bytes]:
+        scheme, _, value = str(environ.get("HTTP_AUTHORIZATION", "")).partition(" ")
+        try:
+            given = (
+                base64.b64decode(value.strip(), validate=True) if scheme.lower() == "basic" else b""
+            )
+        except (binascii.Error, ValueError):
+            given = b""
+        user, _, password = given.partition(b":")
+        ok_user = hmac.compare_digest(user, credentials[0])
+        ok_password = hmac.compare_digest(password, credentials[1])
+        if ok_user and ok_password:
+            return app(environ, start)
+        challenge = ("WWW-Authenticate", 'Basic realm="quotawatch", charset="UTF-8"')
+        return _text(start, "401 Unauthorized", b"authentication required\n", [challenge])
+
+    return guarded
+
+
+def make_app(
+    registry: CollectorRegistry,
+    healthy: Callable[[], bool],
+    credentials: tuple[bytes, bytes] | None = None,
+) -> App:
+    """The WSGI application: ``/metrics`` (prometheus_client's own app: content negotiation,
+    gzip, ``name[]`` filters), ``/healthz`` and an index page; more pages mount here."""
+    metrics: App = make_wsgi_app(registry)
+    if credentials is not None:
+        metrics = basic_auth(metrics, credentials)
+
+    def app(environ: dict[str, Any], start: Start) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        if path == "/metrics":
+            return metrics(environ, start)
+        if path == "/healthz":
+            if healthy():
+                return _text(start, "200 OK", b"ok\n")
+            return _text(start, "503 Service Unavailable", b"scheduler not running\n")
+        if path == "/":
+            start("200 OK", [("Content-Type", "text/html; charset=utf-8")])
+            return [INDEX]
+        return _text(start, "404 Not Found", b"not found\n")
+
+    return app
+
+
+class _Handler(WSGIRequestHandler):
+    timeout = 10
+    server_version = "quotawatch"
+    sys_version = ""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("http %s " + format, self.client_address[0], *args)
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    """wsgiref's server, one thread per request; with TLS the handshake runs in that thread, so
+    a slow client blocks nobody."""
+
     daemon_threads = True
     allow_reuse_address = True
     tls: ssl.SSLContext | None = None
-    credentials: tuple[bytes, bytes] | None = None
-    registry: CollectorRegistry
-    healthy: Callable[[], bool]
 
     def finish_request(self, request: Any, client_address: Any) -> None:
-        """Run the TLS handshake in the request's own thread, so a slow client blocks nobody."""
         if self.tls is None:
             super().finish_request(request, client_address)
             return
@@ -68,69 +136,6 @@ class _Server(ThreadingHTTPServer):
 
 class _Server6(_Server):
     address_family = socket.AF_INET6
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    timeout = 10
-    server_version = "quotawatch"
-    sys_version = ""
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http %s " + format, self.client_address[0], *args)
-
-    def _send(
-        self, code: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
-    ) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def _authorized(self) -> bool:
-        expected = self.server.credentials
-        if expected is None:
-            return True
-        scheme, _, value = (self.headers.get("Authorization") or "").partition(" ")
-        try:
-            given = (
-                base64.b64decode(value.strip(), validate=True) if scheme.lower() == "basic" else b""
-            )
-        except (binascii.Error, ValueError):
-            given = b""
-        user, _, password = given.partition(b":")
-        ok_user = hmac.compare_digest(user, expected[0])
-        ok_password = hmac.compare_digest(password, expected[1])
-        return ok_user and ok_password
-
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path == "/healthz":
-            if self.server.healthy():
-                self._send(200, b"ok\n", "text/plain; charset=utf-8")
-            else:
-                self._send(503, b"scheduler not running\n", "text/plain; charset=utf-8")
-        elif path == "/metrics":
-            if not self._authorized():
-                self._send(401, b"authentication required\n", "text/plain; charset=utf-8",
-                           {"WWW-Authenticate": 'Basic realm="quotawatch", charset="UTF-8"'})  # fmt: skip
-                return
-            encoder, content_type = choose_encoder(self.headers.get("Accept") or "")
-            body = encoder(self.server.registry)
-            headers = {}
-            if "gzip" in (self.headers.get("Accept-Encoding") or ""):
-                body, headers = gzip.compress(body), {"Content-Encoding": "gzip"}
-            self._send(200, body, content_type, headers)
-        elif path == "/":
-            self._send(200, INDEX, "text/html; charset=utf-8")
-        else:
-            self._send(404, b"not found\n", "text/plain; charset=utf-8")
-
-    do_HEAD = do_GET
 
 
 class MetricsServer:
@@ -151,16 +156,14 @@ class MetricsServer:
         host, port = split_listen(s.listen)
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         cls = _Server6 if family == socket.AF_INET6 else _Server
-        server = cls((host, port), _Handler)
-        server.registry, server.healthy = self.registry, self.healthy
-        if s.tls_cert_file and s.tls_key_file:
-            server.tls = server_tls_context(s.tls_cert_file, s.tls_key_file)
+        credentials = None
         if s.basic_auth_username and s.basic_auth_password_file:
             secret = read_secret(file=s.basic_auth_password_file)
-            server.credentials = (
-                s.basic_auth_username.encode(),
-                secret.get_secret_value().encode(),
-            )
+            credentials = (s.basic_auth_username.encode(), secret.get_secret_value().encode())
+        server = cls((host, port), _Handler)
+        server.set_app(make_app(self.registry, self.healthy, credentials))
+        if s.tls_cert_file and s.tls_key_file:
+            server.tls = server_tls_context(s.tls_cert_file, s.tls_key_file)
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.5}, name="http", daemon=True

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from quotawatch.config import Account, Config, Rule
 from quotawatch.config.secrets import SecretCache
@@ -24,24 +24,11 @@ from quotawatch.retention.planner import Plan, failed_plan
 from quotawatch.retention.rules import plan_account
 from quotawatch.service.pool import per_account
 from quotawatch.state import State
+from quotawatch.warnings.notify import WarnHook
 
 Progress = Callable[[str], None]
 
 log = logging.getLogger(__name__)
-
-
-class WarnHook(Protocol):
-    """Called after every job with the account, its report, its plan (or None), the job's ``now``
-    and what the job's cleanup freed (so a warning mail shows the usage after it)."""
-
-    def __call__(
-        self,
-        account: Account,
-        report: AccountReport,
-        plan: Plan | None,
-        now: datetime,
-        cleanup: CleanupResult | None = None,
-    ) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,23 @@ from quotawatch.warnings.render import Freeable, MailContent, render
 if TYPE_CHECKING:
     from quotawatch.retention.executor import CleanupResult
     from quotawatch.retention.planner import Plan
-    from quotawatch.service.jobs import WarnHook
 
 log = logging.getLogger(__name__)
+
+
+class WarnHook(Protocol):
+    """Called after every job with the account, its report, its plan (or None), the job's ``now``
+    and what the job's cleanup freed (so a warning mail shows the usage after it)."""
+
+    def __call__(
+        self,
+        account: Account,
+        report: AccountReport,
+        plan: Plan | None,
+        now: datetime,
+        cleanup: CleanupResult | None = None,
+    ) -> None: ...
+
 
 SENT = "quotawatch_warnings_sent_total"
 FAILED = "quotawatch_warnings_failed_total"

@@ -26,8 +26,9 @@ from quotawatch.errors import (
     TemporaryServerError,
     TLSError,
 )
-from quotawatch.mail.pop3.session import Pop3Session, guard_candidates
+from quotawatch.mail.pop3.session import Pop3Session
 from quotawatch.mail.session import SearchQuery
+from quotawatch.retention.client_guard import guard_candidates
 from quotawatch.service.jobs import check_account
 from quotawatch.state import State
 from tests.support import imap_account, secret_file, write_config

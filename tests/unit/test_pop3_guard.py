@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from quotawatch.config import Account
-from quotawatch.mail.pop3.session import guard_candidates, login_names
 from quotawatch.mail.session import Candidate
+from quotawatch.retention.client_guard import guard_candidates, login_names
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 

@@ -98,7 +98,7 @@ def test_archive_under_a_file_is_a_safety_stop(tmp_path: Path) -> None:
 def test_audit_log_appends_json_lines(tmp_path: Path) -> None:
     log = AuditLog(tmp_path / "state" / "audit.jsonl")
     assert list(log.entries()) == []
-    log.record({"uid": 1, "folder": "Müll"})
+    log.record_many([{"uid": 1, "folder": "Müll"}])
     log.record_many([{"uid": 2}, {"uid": 3}])
     log.record_many([])
     lines = log.path.read_text(encoding="utf-8").splitlines()

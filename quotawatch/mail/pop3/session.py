@@ -28,9 +28,6 @@ from quotawatch.mail.pop3.wire import (
 from quotawatch.mail.session import Candidate, FolderSelection, MessageMeta, SearchQuery
 from quotawatch.mail.tls import tls_context
 from quotawatch.model import FolderInfo, QuotaResource
-from quotawatch.retention.client_guard import guard_candidates, login_names
-
-__all__ = ["Pop3Session", "guard_candidates", "login_names"]
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +41,7 @@ class Pop3Session:
 
     POP3 has no flags, so ``SearchQuery.exclude_flagged`` / ``exclude_unseen`` are ignored (the
     config refuses ``keep_flagged: true`` / ``keep_unseen: true`` in POP3 rules); the client
-    guard (:func:`guard_candidates`) stands in for "unseen".
+    guard (``quotawatch.retention.client_guard``) stands in for "unseen".
     """
 
     protocol = "pop3"
@@ -213,10 +210,6 @@ class Pop3Session:
         if index.problem is not None:
             log.warning("account=%s: read-only: %s", self.account, index.problem)
         return index
-
-    def read_only_reason(self) -> str | None:
-        """Why this mailbox cannot be changed (no UIDL, duplicate UIDLs), or None."""
-        return self._messages().problem
 
     def _inbox(self, folder: str) -> None:
         if folder.upper() != INBOX:
