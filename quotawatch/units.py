@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from typing import Annotated
@@ -49,29 +50,26 @@ def parse_duration(value: object) -> timedelta:
 
 
 def parse_percent(value: object) -> float:
-    """Parse ``90%`` or a fraction ``0.9`` into a fraction between 0 and 1."""
-    if isinstance(value, bool):
-        raise ValueError("expected a percentage such as 90%")
-    if isinstance(value, str):
-        text = value.strip()
-        if text.endswith("%"):
-            try:
-                result = float(text[:-1]) / 100
-            except ValueError:
-                raise ValueError(f"expected a percentage such as 90%, got {value!r}") from None
-        else:
-            try:
-                result = float(text)
-            except ValueError:
-                raise ValueError(f"expected a percentage such as 90%, got {value!r}") from None
-    elif isinstance(value, int | float):
-        result = float(value)
-        if result > 1:
-            result /= 100
+    """Parse ``"90%"`` (0 % to 100 %) or a fraction ``0.9`` (0 to 1) into a fraction.
+
+    A bare number above 1 is refused rather than guessed: ``2`` could mean 2 % or 200 %, and
+    ``1`` would be 100 % while ``2`` was 2 %. The message names the accepted forms.
+    """
+    if isinstance(value, str) and value.strip().endswith("%"):
+        number, scale = value.strip()[:-1].strip(), 100.0
+    elif isinstance(value, str | int | float) and not isinstance(value, bool):
+        number, scale = str(value).strip(), 1.0
     else:
-        raise ValueError(f"expected a percentage such as 90%, got {value!r}")
-    if not 0 <= result <= 1:
-        raise ValueError(f"a percentage must be between 0% and 100%, got {value!r}")
+        number, scale = "", 1.0
+    try:
+        result = float(number) / scale
+    except ValueError:
+        result = math.nan
+    if not 0 <= result <= 1:  # also NaN and infinity
+        raise ValueError(
+            f'expected a percentage such as "90%" or a fraction from 0 to 1 such as 0.9, '
+            f"got {value!r}"
+        )
     return result
 
 

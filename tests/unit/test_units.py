@@ -49,7 +49,8 @@ def test_parse_duration_rejects(bad: object) -> None:
 def test_parse_percent() -> None:
     assert parse_percent("90%") == pytest.approx(0.9)
     assert parse_percent(0.8) == pytest.approx(0.8)
-    assert parse_percent(85) == pytest.approx(0.85)
+    with pytest.raises(ValueError):
+        parse_percent(85)  # 85 % or 8500 %? refused, not guessed
     with pytest.raises(ValueError):
         parse_percent("120%")
     with pytest.raises(ValueError):
