@@ -8,9 +8,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 #: the special-use mailbox flags (RFC 6154) quotawatch knows, in their canonical spelling
-SPECIAL_USE_FLAGS = ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")
-#: special-use folders that are views onto other folders: never a retention target
-VIRTUAL_FLAGS = ("\\All", "\\Flagged")
+SPECIAL_USE_FLAGS = (
+    "\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Important", "\\Junk", "\\Sent", "\\Trash",
+)  # fmt: skip
+#: special-use folders that are views onto other folders (RFC 6154, RFC 8457): never a
+#: retention target, since removing a message there removes it from INBOX or wherever it is
+VIRTUAL_FLAGS = ("\\All", "\\Flagged", "\\Important")
+#: Gmail's views, known by name for a server that does not announce SPECIAL-USE (lower case)
+VIRTUAL_NAMES = frozenset(
+    f"[{service}]/{view}"
+    for service in ("gmail", "google mail")
+    for view in ("all mail", "important", "starred")
+)
 
 
 def special_use(flag: str) -> str | None:

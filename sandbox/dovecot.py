@@ -328,7 +328,10 @@ class Dovecot:
     plugin unloaded). ``name`` shows up in process titles, the greeting and the CA
     names. ``stop_at_exit`` (default ``True``) stops the server when the Python
     process exits or the object is garbage-collected; the demo turns it off so the
-    server outlives ``python -m sandbox demo-up``.
+    server outlives ``python -m sandbox demo-up``. ``virtual_all=True`` adds the
+    virtual plugin's folder ``Virtual/All`` with the special-use flag ``\\All``: a
+    view of every message in every other folder, INBOX included (as Gmail's All
+    Mail), where an EXPUNGE removes the message from the folder it is kept in.
 
     After :meth:`start`: ``host`` (127.0.0.1), ``imap_port`` (STARTTLS offered),
     ``imaps_port``, ``pop3_port`` (STLS offered), ``pop3s_port``, ``ca_file``,
@@ -346,6 +349,7 @@ class Dovecot:
         hide_capabilities: Sequence[str] = (),
         name: str = "sandbox",
         stop_at_exit: bool = True,
+        virtual_all: bool = False,
     ) -> None:
         self.base_dir = Path(base_dir).absolute()
         if len(str(self.base_dir)) > MAX_BASE_DIR_LEN:
@@ -361,6 +365,7 @@ class Dovecot:
             raise ValueError(f"invalid instance name {name!r}")
         self.name = name
         self.stop_at_exit = stop_at_exit
+        self.virtual_all = virtual_all
         self.hide_capabilities: tuple[str, ...] = tuple(c.upper() for c in hide_capabilities)
         known = {c.upper() for c in DEFAULT_IMAP_CAPABILITY}
         unknown = [c for c in self.hide_capabilities if c not in known]
@@ -446,6 +451,11 @@ class Dovecot:
             os.chown(self.users_dir, 0, ident.internal_gid)
         self._make_certificates()
         self._write_master_user()
+        if self.virtual_all:
+            definition = self.base_dir / "virtual" / "All" / "dovecot-virtual"
+            definition.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            definition.write_text("*\n-Virtual/*\n  all\n")
+            definition.chmod(0o644)
 
         last_error = ""
         for _ in range(_START_ATTEMPTS):
@@ -793,6 +803,14 @@ class Dovecot:
             for folder, flag in SPECIAL_USE_FOLDERS.items()
         )
         login_chroot = "" if ident.root else "  chroot =\n"
+        plugins, virtual = "quota", ""
+        if self.virtual_all:
+            plugins = "quota virtual"
+            virtual = (
+                "namespace virtual {\n  prefix = Virtual/\n  separator = /\n"
+                f"  location = virtual:{self.base_dir}/virtual:INDEX=~/virtual\n"
+                "  mailbox All {\n    special_use = \\All\n  }\n}\n"
+            )
         ssl_dh = ""
         if Path("/usr/share/dovecot/dh.pem").exists():
             ssl_dh = "ssl_dh = </usr/share/dovecot/dh.pem\n"
@@ -856,7 +874,7 @@ ssl_key = <{self.key_file}
 {ssl_dh}ssl_min_protocol = TLSv1.2
 
 mail_location = maildir:~/Maildir:LAYOUT=fs
-mail_plugins = quota
+mail_plugins = {plugins}
 # Throw-away mail: skip fsync() for speed.
 mail_fsync = never
 mail_max_userip_connections = 200
@@ -866,7 +884,7 @@ namespace inbox {{
   separator = /
   prefix =
 {mailboxes}}}
-
+{virtual}
 plugin {{
   quota = count:User quota
   quota_vsizes = yes

@@ -12,7 +12,7 @@ from pydantic import (
 )
 
 from quotawatch.config.base import Strict
-from quotawatch.model import SPECIAL_USE_FLAGS
+from quotawatch.model import SPECIAL_USE_FLAGS, VIRTUAL_FLAGS
 from quotawatch.units import ByteSize, Duration, Percent
 
 
@@ -114,6 +114,12 @@ class Rule(Strict):
             if f.startswith("\\") and f.lower() not in {x.lower() for x in SPECIAL_USE_FLAGS}:
                 raise ValueError(
                     f"unknown special-use flag {f!r}; known: {', '.join(SPECIAL_USE_FLAGS)}"
+                )
+        for f in [*self.folders, self.move_target or ""]:
+            if f.lower() in {x.lower() for x in VIRTUAL_FLAGS}:
+                raise ValueError(
+                    f"{f} is a virtual folder (a view of mail kept in other folders, INBOX "
+                    "included); it can never be a rule's folder or move target"
                 )
         return self
 

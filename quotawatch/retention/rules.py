@@ -11,7 +11,7 @@ from fnmatch import fnmatchcase
 
 from quotawatch.config import Account, Rule
 from quotawatch.mail.session import FolderSelection, MailboxSession, SearchQuery
-from quotawatch.model import VIRTUAL_FLAGS, FolderInfo, Snapshot
+from quotawatch.model import VIRTUAL_FLAGS, VIRTUAL_NAMES, FolderInfo, Snapshot
 from quotawatch.retention.client_guard import guard_candidates
 from quotawatch.retention.planner import Limits, Plan, RuleSelection, age_cutoff, plan
 from quotawatch.state import State
@@ -21,36 +21,48 @@ log = logging.getLogger(__name__)
 _VIRTUAL = {f.lower() for f in VIRTUAL_FLAGS}
 
 
+def is_virtual(folder: FolderInfo) -> bool:
+    """A view onto other folders (\\All, \\Flagged, \\Important, Gmail's All Mail)."""
+    return (folder.special_use or "").lower() in _VIRTUAL or folder.name.lower() in VIRTUAL_NAMES
+
+
 def resolve_folders(
     name: str, rule: Rule, folders: Sequence[FolderInfo]
 ) -> tuple[list[str], list[str]]:
     """Folder names a rule covers, in the order of its ``folders`` entries, and notes.
 
-    An entry is a special-use flag (``\\Trash``), a shell-style glob or a name. A glob never
-    matches INBOX unless the rule has ``allow_inbox``, nor virtual folders (\\All, \\Flagged);
-    the rule's own move target is never cleaned by it.
+    An entry is a special-use flag (``\\Trash``), a folder's exact name (``[Gmail]/Trash``) or
+    else a shell-style glob. A glob never matches INBOX unless the rule has ``allow_inbox``. No
+    entry ever yields a virtual folder (\\All, \\Flagged, ...: deleting there deletes the
+    message wherever it is kept, INBOX included); a named one is noted. The rule's own move
+    target is never cleaned by it.
     """
     found: list[str] = []
     notes: list[str] = []
     target = rule.move_target
     for entry in rule.folders:
         if entry.startswith("\\"):
-            matches = [f.name for f in folders if (f.special_use or "").lower() == entry.lower()]
-        elif any(ch in entry for ch in "*?["):
-            matches = [
-                f.name
+            hits = [f for f in folders if (f.special_use or "").lower() == entry.lower()]
+        elif any(ch in entry for ch in "*?[") and all(f.name != entry for f in folders):
+            hits = [
+                f
                 for f in folders
                 if fnmatchcase(f.name, entry)
                 and (rule.allow_inbox or f.name.upper() != "INBOX")
-                and (f.special_use or "").lower() not in _VIRTUAL
+                and not is_virtual(f)
             ]
         else:
             inbox = entry.upper() == "INBOX"
-            matches = [
-                f.name for f in folders if f.name == entry or (inbox and f.name.upper() == "INBOX")
-            ]
-        if not matches:
+            hits = [f for f in folders if f.name == entry or (inbox and f.name.upper() == "INBOX")]
+        if not hits:
             notes.append(f"rule {name}: no folder matches {entry!r}")
+        virtual = [f.name for f in hits if is_virtual(f)]
+        if virtual:
+            notes.append(
+                f"rule {name}: {', '.join(map(repr, virtual))} is a virtual folder (a view of "
+                "mail kept in other folders); never cleaned"
+            )
+        matches = [f.name for f in hits if not is_virtual(f)]
         found += [m for m in matches if m not in found and m != target]
     return found, notes
 

@@ -4,6 +4,7 @@
 * ``dovecot_nosize``   -- session-wide server hiding STATUS=SIZE and SAVEDATE.
 * ``dovecot_nolist``   -- session-wide server hiding LIST-STATUS (STATUS per folder).
 * ``dovecot_noquota``  -- session-wide server without the imap_quota plugin (no QUOTA).
+* ``dovecot_virtual``  -- session-wide server with a virtual ``Virtual/All`` (``\\All``) folder.
 * ``user``             -- a fresh user (``sandbox.dovecot.SandboxUser``: name, password,
                           dovecot) with a random password and 10 MiB quota on ``dovecot``.
 
@@ -37,7 +38,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-def _serve(name: str, hide: tuple[str, ...] = ()) -> Iterator[Dovecot]:
+def _serve(name: str, hide: tuple[str, ...] = (), virtual_all: bool = False) -> Iterator[Dovecot]:
     if not Path(DOVECOT_BIN).exists():
         why = (
             f"Dovecot is not installed ({DOVECOT_BIN}); apt-get install dovecot-imapd dovecot-pop3d"
@@ -46,7 +47,7 @@ def _serve(name: str, hide: tuple[str, ...] = ()) -> Iterator[Dovecot]:
             pytest.fail(why)  # in CI a missing server is a broken set-up, never a silent skip
         pytest.skip(why)
     base = make_base_dir(f"qw-{name}-")
-    server = Dovecot(base, hide_capabilities=hide, name=name)
+    server = Dovecot(base, hide_capabilities=hide, name=name, virtual_all=virtual_all)
     try:
         server.start()
         yield server
@@ -74,6 +75,11 @@ def dovecot_nolist() -> Iterator[Dovecot]:
 @pytest.fixture(scope="session")
 def dovecot_noquota() -> Iterator[Dovecot]:
     yield from _serve("noquota", ("QUOTA",))
+
+
+@pytest.fixture(scope="session")
+def dovecot_virtual() -> Iterator[Dovecot]:
+    yield from _serve("virtual", virtual_all=True)
 
 
 @pytest.fixture
