@@ -87,6 +87,19 @@ class CapabilityMissing(MailboxError):
         super().__init__(account, f"server lacks {capability}{why}")
 
 
+class CommitUnconfirmed(MailboxError):
+    """Raised when a command that makes deletions final (POP3 QUIT) was sent but not confirmed."""
+
+    reason = "connect"
+
+    def __init__(self, account: str, command: str, detail: str) -> None:
+        super().__init__(
+            account,
+            f"{command} was sent but not confirmed ({detail}); the server may have deleted "
+            "the marked messages",
+        )
+
+
 class ProtocolError(MailboxError):
     """Raised when the server answers a command with an error or something unparseable."""
 
@@ -107,6 +120,18 @@ class SafetyStop(QuotawatchError):
     def __init__(self, account: str, detail: str) -> None:
         self.account = account
         super().__init__(f"{account}: {detail}")
+
+
+class StateError(QuotawatchError):
+    """Raised when the journal or audit log in ``state_dir`` cannot be written; nothing was touched."""
+
+    reason = "state"
+
+    def __init__(self, account: str, path: str, exc: OSError) -> None:
+        self.account = account
+        self.path = path
+        why = exc.strerror or type(exc).__name__
+        super().__init__(f"{account}: cannot write {path} ({why}); nothing changed on the server")
 
 
 class MailError(QuotawatchError):

@@ -117,11 +117,17 @@ def render_plans(
         out += [f"  note: {n}" for n in plan.notes]
         if result is not None:
             done = ", ".join(
-                f"{d.action} {d.messages} from {d.folder} ({format_size(d.bytes)})"
+                f"{d.action} {d.messages}"
+                + (f" of {d.planned} planned" if d.planned != d.messages else "")
+                + (f" ({d.uncertain} unconfirmed)" if d.uncertain else "")
+                + f" from {d.folder} ({format_size(d.bytes)})"
                 for d in result.done
             )
             freed = "unknown" if result.freed_bytes is None else format_size(result.freed_bytes)
             out.append(f"  done: {done or 'nothing'}; quota freed: {freed}")
+            if result.reconciled:
+                out.append(f"  reconciled: {result.reconciled} messages of an interrupted earlier "
+                           "run were removed then (audited now)")  # fmt: skip
             out += [f"  ERROR: {e}" for e in result.errors]
     if runs and not applied and any(p.actions for p, _ in runs):
         out += ["", "(dry run: nothing changed; run cleanup --apply to do this)"]

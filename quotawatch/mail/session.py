@@ -96,6 +96,18 @@ class MailboxSession(Protocol):
         self, folder: str, uidvalidity: int | None, uids: Sequence[int | str], target: str
     ) -> int: ...
 
+    def marked_deleted(
+        self, folder: str, uidvalidity: int | None, uids: Sequence[int | str]
+    ) -> set[int | str]:
+        """Those of ``uids`` that carry ``\\Deleted`` (POP3 has no flags: none)."""
+        ...
+
+    def unmark_deleted(
+        self, folder: str, uidvalidity: int | None, uids: Sequence[int | str]
+    ) -> None:
+        """Take ``\\Deleted`` off exactly these messages (POP3: nothing to do)."""
+        ...
+
     def commit(self) -> None:
         """Make deletions final (POP3: QUIT); a no-op where deletions are immediate."""
         ...

@@ -1,73 +1,40 @@
-"""Carry out a Plan on a logged-in session: batch by batch, UIDVALIDITY-checked, archived first, audited."""
+"""Carry out a Plan on a logged-in session: batch by batch, journaled first, UIDVALIDITY-checked, archived, audited."""
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from quotawatch.config import Account, Rule
-from quotawatch.errors import ConnectError, MailboxError, QuotawatchError, ServerTimeout
+from quotawatch.errors import (
+    CommitUnconfirmed,
+    ConnectError,
+    QuotawatchError,
+    ServerTimeout,
+    ShuttingDown,
+    StateError,
+)
 from quotawatch.mail.session import MailboxSession, MessageMeta
 from quotawatch.retention.archive import Archive
 from quotawatch.retention.audit import AuditLog
+from quotawatch.retention.journal import Journal
 from quotawatch.retention.planner import Plan, PlannedAction
+from quotawatch.retention.results import ActionResult, CleanupResult, entry, with_status
+
+__all__ = ["BATCH", "ActionResult", "CleanupResult", "execute"]
 
 log = logging.getLogger(__name__)
 
-#: messages per batch: metadata fetch, archive, delete and audit happen per batch
+#: messages per batch: metadata fetch, archive, journal, delete and audit happen per batch
 BATCH = 500
 _PAST = {"delete": "deleted", "archive": "archived", "move": "moved"}
-
-
-@dataclass(frozen=True)
-class ActionResult:
-    """What one planned action really did."""
-
-    rule: str
-    folder: str
-    action: str
-    messages: int
-    bytes: int
-
-
-@dataclass(frozen=True)
-class CleanupResult:
-    """The outcome of executing one account's plan; ``freed_bytes`` is measured from the quota."""
-
-    account: str
-    done: tuple[ActionResult, ...]
-    freed_bytes: int | None
-    errors: tuple[str, ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-    @property
-    def messages(self) -> int:
-        return sum(d.messages for d in self.done)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "errors": list(self.errors),
-            "freed_bytes": self.freed_bytes,
-            "messages": self.messages,
-            "done": [
-                {
-                    "rule": d.rule,
-                    "folder": d.folder,
-                    "action": d.action,
-                    "messages": d.messages,
-                    "bytes": d.bytes,
-                }
-                for d in self.done
-            ],
-        }
+#: errors after which nothing more is sent in this session
+_STOP = (ConnectError, ServerTimeout, ShuttingDown, StateError)
 
 
 def _kind(action: str) -> str:
@@ -82,49 +49,65 @@ def _storage(session: MailboxSession) -> int | None:
     return next((q.usage for q in resources if q.resource.upper() == "STORAGE"), None)
 
 
+@dataclass
+class _Tally:
+    """Counts of one action while it runs."""
+
+    action: PlannedAction
+    count: int = 0
+    size: int = 0
+    uncertain: int = 0
+    kept: Counter[str] = field(default_factory=Counter)
+
+    def result(self) -> ActionResult:
+        a = self.action
+        planned = len(a.uids)
+        return ActionResult(
+            a.rule, a.folder, a.action, self.count, self.size, planned, self.uncertain
+        )
+
+
 class _Run:
-    """State of one execution: results so far, errors, and audit entries waiting for commit."""
+    """State of one execution: tallies, errors, and journaled deletes waiting for commit."""
 
     def __init__(
         self,
         session: MailboxSession,
         plan: Plan,
-        audit: AuditLog,
+        journal: Journal,
         now: datetime,
         progress: Callable[[str], None] | None,
         batch_size: int,
         clock: Callable[[], datetime],
     ) -> None:
-        self.session, self.plan, self.audit, self.now = session, plan, audit, now
+        self.session, self.plan, self.journal, self.now = session, plan, journal, now
         self.progress, self.batch_size, self.clock = progress, batch_size, clock
-        self.done: list[ActionResult] = []
+        self.tallies: list[_Tally] = []
         self.errors: list[str] = []
-        self.pending: list[dict[str, Any]] = []  # deferred deletes: audited after commit
+        self.reason = "cleanup"
+        self.unconfirmed = 0
+        #: deferred deletes (POP3): (tally, journaled entries) waiting for commit()
+        self.pending: list[tuple[_Tally, list[dict[str, Any]]]] = []
 
     def entries(
-        self, a: PlannedAction, metas: Sequence[MessageMeta], status: str, paths: Mapping[Any, Path]
+        self, a: PlannedAction, metas: Sequence[MessageMeta], paths: Mapping[Any, Path]
     ) -> list[dict[str, Any]]:
-        when = self.clock().isoformat()
+        when = self.clock()
         out = []
         for m in metas:
-            entry: dict[str, Any] = {
-                "time": when,
-                "run": self.now.isoformat(),
-                "account": self.plan.account,
-                "folder": a.folder,
-                "uidvalidity": a.uidvalidity,
-                "uid": m.uid,
-                "message_id": m.message_id,
-                "internaldate": m.internaldate.isoformat() if m.internaldate else None,
-                "size": m.size,
-                "rule": a.rule,
-                "action": a.action,
-                "status": status,
-            }
+            e = entry(self.plan, a, m, "intent", when, self.now)
             if m.uid in paths:
-                entry["archive_path"] = str(paths[m.uid])
-            out.append(entry)
+                e["archive_path"] = str(paths[m.uid])
+            out.append(e)
         return out
+
+    def settle(self, done: Sequence[dict[str, Any]], kept: Sequence[dict[str, Any]]) -> None:
+        self.journal.settle(self.plan.account, [*with_status(done, "done"), *kept])
+
+    def keep(self, t: _Tally, entries: Sequence[dict[str, Any]], why: str) -> None:
+        """Close intents of messages that stayed on the server, auditing why."""
+        t.kept[why] += len(entries)
+        self.journal.settle(self.plan.account, with_status(entries, "kept", why))
 
     def remove(self, a: PlannedAction, uids: Sequence[int | str]) -> int:
         s = self.session
@@ -136,69 +119,128 @@ class _Run:
     def action(self, a: PlannedAction) -> None:
         s, kind = self.session, _kind(a.action)
         deferred = s.deferred_deletes and kind != "move"
+        t = _Tally(a)
+        self.tallies.append(t)
         self.remove(a, ())  # probe: capabilities and UIDVALIDITY, before anything is touched
         archive = (
             Archive(Path(a.archive_dir), self.plan.account)
             if kind == "archive" and a.archive_dir
             else None
         )
-        count = size = 0
+        for start in range(0, len(a.uids), self.batch_size):
+            batch = a.uids[start : start + self.batch_size]
+            meta = s.message_meta(a.folder, a.uidvalidity, batch)
+            present = [u for u in batch if u in meta]
+            if len(present) < len(batch):
+                why = "no longer on the server when its batch began"
+                missing = [MessageMeta(u, 0, None, None) for u in batch if u not in meta]
+                t.kept[why] += len(missing)
+                self.journal.note(
+                    self.plan.account, with_status(self.entries(a, missing, {}), "kept", why)
+                )
+            if not present:
+                continue
+            paths: dict[Any, Path] = {}
+            if archive is not None:
+                for uid in present:
+                    data = s.fetch_message(a.folder, a.uidvalidity, uid)
+                    paths[uid] = archive.store(a.folder, data, meta[uid].internaldate)
+            journaled = self.entries(a, [meta[u] for u in present], paths)
+            self.journal.intend(self.plan.account, journaled)  # StateError: nothing touched
+            try:
+                removed = present
+                if self.remove(a, present) != len(present):  # someone else was faster
+                    still = s.message_meta(a.folder, a.uidvalidity, present)
+                    removed = [u for u in present if u not in still]
+            except ShuttingDown:  # refused before sending anything
+                self.keep(t, journaled, "stopped before its batch was sent")
+                raise
+            except QuotawatchError:
+                if deferred:  # marked or not: without QUIT the server deletes none of them
+                    self.pending.append((t, journaled))
+                else:  # the server may have removed them before the link broke
+                    self.uncertain(t, journaled)
+                    self.unconfirmed += 1
+                raise
+            if deferred:
+                self.pending.append((t, journaled))
+            else:
+                gone = set(removed)
+                t.count += len(removed)
+                t.size += sum(meta[u].size for u in removed)
+                self.settle(
+                    [e for e in journaled if e["uid"] in gone],
+                    with_status(
+                        [e for e in journaled if e["uid"] not in gone],
+                        "kept",
+                        "still on the server after the command",
+                    ),
+                )
+                t.kept["still on the server after the command"] += len(present) - len(removed)
+            if self.progress is not None:
+                word = "marked for deletion" if deferred else _PAST[kind]
+                self.progress(
+                    f"{self.plan.account}: {a.rule}: {word} {start + len(batch)} of "
+                    f"{len(a.uids)} messages in {a.folder}"
+                )
+
+    def uncertain(self, t: _Tally, journaled: Sequence[dict[str, Any]]) -> None:
+        """Audit messages whose removal was sent but not confirmed; their intents stay open."""
+        t.uncertain += len(journaled)
         try:
-            for start in range(0, len(a.uids), self.batch_size):
-                batch = a.uids[start : start + self.batch_size]
-                meta = s.message_meta(a.folder, a.uidvalidity, batch)
-                present = [u for u in batch if u in meta]
-                if not present:
-                    continue
-                paths: dict[Any, Path] = {}
-                if archive is not None:
-                    for uid in present:
-                        data = s.fetch_message(a.folder, a.uidvalidity, uid)
-                        paths[uid] = archive.store(a.folder, data, meta[uid].internaldate)
-                try:
-                    removed = present
-                    if self.remove(a, present) != len(present):  # someone else was faster
-                        still = s.message_meta(a.folder, a.uidvalidity, present)
-                        removed = [u for u in present if u not in still]
-                except MailboxError:
-                    if not deferred:  # the server may have removed them before the link broke
-                        self.audit.record_many(
-                            self.entries(a, [meta[u] for u in present], "uncertain", paths)
-                        )
-                    raise
-                entries = self.entries(a, [meta[u] for u in removed], "done", paths)
-                if deferred:
-                    self.pending += entries
-                else:
-                    self.audit.record_many(entries)
-                count += len(removed)
-                size += sum(meta[u].size for u in removed)
-                if self.progress is not None:
-                    word = "marked for deletion" if deferred else _PAST[kind]
-                    self.progress(
-                        f"{self.plan.account}: {a.rule}: {word} {start + len(batch)} of "
-                        f"{len(a.uids)} messages in {a.folder}"
-                    )
-        finally:
-            self.done.append(ActionResult(a.rule, a.folder, a.action, count, size))
+            self.journal.audit.record_many(with_status(journaled, "uncertain"))
+        except OSError as exc:
+            log.error("account=%s: cannot audit uncertain removals: %s", self.plan.account, exc)
 
     def commit(self) -> None:
         """Make deferred deletes final, then audit them; a failed commit deleted nothing."""
-        try:
-            self.session.commit()
-        except QuotawatchError as exc:
-            if self.pending:
-                self.errors.append(f"{exc}; the server kept every message (nothing deleted)")
-                self.done = [
-                    ActionResult(d.rule, d.folder, d.action, 0, 0)
-                    if _kind(d.action) != "move"
-                    else d
-                    for d in self.done
-                ]
-            else:
+        if not self.pending:
+            try:
+                self.session.commit()
+            except QuotawatchError as exc:
                 self.errors.append(str(exc))
             return
-        self.audit.record_many(self.pending)
+        try:
+            self.session.commit()
+        except CommitUnconfirmed as exc:
+            self.errors.append(f"{exc}; the next run reconciles them")
+            for t, journaled in self.pending:
+                self.uncertain(t, journaled)
+            self.unconfirmed += 1
+            return
+        except QuotawatchError as exc:
+            self.errors.append(f"{exc}; the server kept every message (nothing deleted)")
+            self.drop_pending("not deleted: the deletions were never committed (no QUIT)")
+            return
+        for t, journaled in self.pending:
+            t.count += len(journaled)
+            t.size += sum(int(e["size"]) for e in journaled)
+        try:
+            self.settle([e for _, journaled in self.pending for e in journaled], [])
+        except StateError as exc:  # deleted but not audited: the next run audits them
+            self.errors.append(str(exc))
+            self.reason = "state"
+
+    def drop_pending(self, why: str) -> None:
+        """Close the intents of deferred deletes that were never committed."""
+        for t, journaled in self.pending:
+            try:
+                self.keep(t, journaled, why)
+            except StateError as exc:  # left open: the next run sees them still on the server
+                log.error("%s", exc)
+        self.pending = []
+
+    def shortfall(self) -> None:
+        """One error per action that removed fewer messages than planned, saying why."""
+        for t in self.tallies:
+            a, planned = t.action, len(t.action.uids)
+            if t.count >= planned or t.uncertain:
+                continue
+            whys = "; ".join(f"{n} {why}" for why, n in t.kept.items() if n)
+            self.errors.append(
+                f"{self.plan.account}: {a.rule}: {_PAST[_kind(a.action)]} {t.count} of "
+                f"{planned} planned messages in {a.folder}" + (f" ({whys})" if whys else "")
+            )
 
 
 def execute(
@@ -206,7 +248,7 @@ def execute(
     plan: Plan,
     account: Account,
     rules: Mapping[str, Rule],
-    audit: AuditLog,
+    audit: AuditLog | Journal,
     now: datetime,
     progress: Callable[[str], None] | None = None,
     *,
@@ -215,15 +257,18 @@ def execute(
 ) -> CleanupResult:
     """Execute exactly the plan's actions; never raises for server trouble, reports it instead.
 
-    Each action is probed first (capabilities, UIDVALIDITY); a mismatch skips that folder. A
-    lost connection stops the account; what was done so far is audited and counted.
+    Each action is probed first (capabilities, UIDVALIDITY); a mismatch skips that folder. Each
+    batch is journaled (fsynced) before the server is touched; if that fails, nothing is touched
+    and the account stops with reason ``state``. A lost connection stops the account; what was
+    done so far is audited, what was sent but not confirmed is audited ``uncertain``.
     """
     if plan.error:
         return CleanupResult(
             plan.account, (), None, (f"{plan.account}: cleanup refused: {plan.error}",)
         )
+    journal = audit if isinstance(audit, Journal) else Journal(audit)
     run = _Run(
-        session, plan, audit, now, progress, batch_size, clock or (lambda: datetime.now(UTC))
+        session, plan, journal, now, progress, batch_size, clock or (lambda: datetime.now(UTC))
     )
     before = _storage(session)
     alive = True
@@ -235,19 +280,24 @@ def execute(
                 "cleanup account=%s rule=%s folder=%s: %s", plan.account, a.rule, a.folder, exc
             )
             run.errors.append(str(exc))
-            if isinstance(exc, ConnectError | ServerTimeout):
+            if isinstance(exc, StateError):
+                run.reason = "state"
+            if isinstance(exc, _STOP):
                 alive = False
                 break
     if alive:
         run.commit()
     elif run.pending:
-        run.errors.append(
-            f"{plan.account}: connection lost before the deletions were committed; nothing deleted"
-        )
-        run.done = [ActionResult(d.rule, d.folder, d.action, 0, 0) for d in run.done]
+        run.errors.append(f"{plan.account}: stopped before the deletions were committed; "
+                          "nothing deleted")  # fmt: skip
+        run.drop_pending("not deleted: stopped before the deletions were committed (no QUIT)")
+    run.shortfall()
     after = _storage(session) if alive else None
     freed = before - after if before is not None and after is not None else None
-    result = CleanupResult(plan.account, tuple(run.done), freed, tuple(run.errors))
+    result = CleanupResult(
+        plan.account, tuple(t.result() for t in run.tallies), freed, tuple(run.errors),
+        run.reason, run.unconfirmed,
+    )  # fmt: skip
     log.info(
         "cleanup account=%s messages=%d freed_bytes=%s errors=%d",
         plan.account, result.messages, freed, len(result.errors),

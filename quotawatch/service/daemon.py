@@ -207,13 +207,16 @@ class Daemon:
             labels = {"account": name, "reason": reason}
             self.counters.inc("quotawatch_account_errors_total", labels)
             self.counters.inc("quotawatch_errors_total", {"reason": reason})
+        if result.cleanup is not None and result.cleanup.unconfirmed:
+            self.counters.inc("quotawatch_cleanup_unconfirmed_total", {"account": name},
+                              result.cleanup.unconfirmed)  # fmt: skip
         for done in result.cleanup.done if result.cleanup is not None else ():
             labels = {"account": name, "rule": done.rule, "action": done.action}
             self.counters.inc("quotawatch_cleanup_deleted_messages_total", labels, done.messages)
             self.counters.inc("quotawatch_cleanup_freed_bytes_total", labels, done.bytes)
         self.last_ok[name] = result.ok
         for reason, message in result.failures:
-            if reason in ("plan", "cleanup"):
+            if reason in ("plan", "cleanup", "state"):
                 log.warning("account=%s %s failed: %s", name, reason, message)
             elif reason != "internal":  # internal errors were logged with their traceback
                 log.warning("check failed account=%s reason=%s: %s", name, reason, message)

@@ -13,14 +13,16 @@ from typing import Any
 from quotawatch.config import Account, Config, Rule
 from quotawatch.config.secrets import SecretCache
 from quotawatch.config.sources import password_for
-from quotawatch.errors import QuotawatchError
+from quotawatch.errors import QuotawatchError, StateError
 from quotawatch.mail.connect import open_session
 from quotawatch.mail.session import MailboxSession, SessionFactory
 from quotawatch.mail.snapshot import snapshot
 from quotawatch.model import AccountReport, Clock, Snapshot, utcnow
 from quotawatch.retention.audit import AuditLog
 from quotawatch.retention.executor import CleanupResult, execute
+from quotawatch.retention.journal import Journal
 from quotawatch.retention.planner import Plan, failed_plan
+from quotawatch.retention.reconcile import reconcile
 from quotawatch.retention.rules import plan_account
 from quotawatch.service.pool import per_account
 from quotawatch.state import State
@@ -48,7 +50,7 @@ class JobResult:
         if self.plan is not None and self.plan.error:
             out.append(("plan", str(self.plan.error)))
         if self.cleanup is not None:
-            out += [("cleanup", str(e)) for e in self.cleanup.errors]
+            out += [(self.cleanup.reason, str(e)) for e in self.cleanup.errors]
         return tuple(out)
 
     @property
@@ -132,15 +134,24 @@ def _execute(
     plan: Plan,
     account: Account,
     rules: Mapping[str, Rule],
-    audit: AuditLog,
+    journal: Journal,
     now: datetime,
     progress: Progress | None,
-) -> CleanupResult:
+) -> CleanupResult | None:
+    """Settle what an interrupted earlier run left open, then carry out the plan (if it may run)."""
+
     def to_log(message: str) -> None:
         log.info("cleanup account=%s %s", account.name, message)
 
     try:
-        return execute(session, plan, account, rules, audit, now, progress or to_log)
+        reconciled = reconcile(session, journal, plan)
+        if not plan.actions or plan.error:
+            return None
+        result = execute(session, plan, account, rules, journal, now, progress or to_log)
+        return replace(result, reconciled=reconciled) if reconciled else result
+    except StateError as exc:
+        log.error("cleanup failed account=%s reason=state: %s", account.name, exc)
+        return CleanupResult(account.name, (), None, (str(exc),), reason="state")
     except Exception as exc:
         log.error("cleanup failed account=%s: %s", account.name, exc, exc_info=exc)
         return CleanupResult(account.name, (), None, (str(exc),))
@@ -198,9 +209,9 @@ def run_account(
             rules = account_rules(account, config)
             if plan and rules:
                 the_plan = _plan(session, account, rules, snap, state, now)
-            if cleanup and the_plan is not None and the_plan.actions and not the_plan.error:
-                audit = audit or AuditLog(state.dir / "audit.jsonl")
-                result = _execute(session, the_plan, account, rules, audit, now, progress)
+            if cleanup and the_plan is not None:
+                journal = Journal(audit or AuditLog(state.dir / "audit.jsonl"))
+                result = _execute(session, the_plan, account, rules, journal, now, progress)
     except Exception as exc:  # e.g. the state database; the account counts as failed
         log.error("job failed account=%s: %s", account.name, exc, exc_info=exc)
         error = f"{account.name}: internal error: {type(exc).__name__}: {exc}"

@@ -28,6 +28,7 @@ REASONS = (
     "plan",
     "protocol",
     "safety",
+    "state",
     "temporary",
     "timeout",
     "tls",
@@ -55,6 +56,11 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "quotawatch_cleanup_freed_bytes_total": (
         "Bytes removed from the server by cleanups, by rule and action.",
         ("account", "rule", "action"),
+    ),
+    "quotawatch_cleanup_unconfirmed_total": (
+        "Cleanup commits (IMAP STORE/EXPUNGE or MOVE, POP3 QUIT) sent without a confirmation; "
+        "their messages are audited uncertain and reconciled at the next run.",
+        ("account",),
     ),
     "quotawatch_warnings_sent_total": (
         "Quota warning mails sent, by threshold.",
@@ -221,6 +227,8 @@ class StateCollector:
                 labels = {"account": account, "rule": rule, "action": action}
                 self.counters.preset("quotawatch_cleanup_deleted_messages_total", labels)
                 self.counters.preset("quotawatch_cleanup_freed_bytes_total", labels)
+        for account in accounts:
+            self.counters.preset("quotawatch_cleanup_unconfirmed_total", {"account": account})
         for reason in REASONS:
             self.counters.preset("quotawatch_errors_total", {"reason": reason})
         for result in ("ok", "failed", "skipped"):

@@ -93,6 +93,16 @@ class GuardedSession:
     ) -> int:
         return self._go().move(folder, uidvalidity, uids, target)
 
+    def marked_deleted(
+        self, folder: str, uidvalidity: int | None, uids: Sequence[int | str]
+    ) -> set[int | str]:
+        return self._go().marked_deleted(folder, uidvalidity, uids)
+
+    def unmark_deleted(
+        self, folder: str, uidvalidity: int | None, uids: Sequence[int | str]
+    ) -> None:
+        self._go().unmark_deleted(folder, uidvalidity, uids)
+
     def commit(self) -> None:
         self._go().commit()
 

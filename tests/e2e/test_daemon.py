@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import os
 import queue
 import shutil
@@ -339,7 +341,7 @@ def test_daemon_applies_rules_and_counts_the_cleanup(dovecot: Dovecot, workdir: 
         )
         assert status.split()[-1] == "1"  # the young message stays
         audit = (workdir / "state" / "audit.jsonl").read_text().splitlines()
-        assert len(audit) == 4
+        assert [json.loads(line)["status"] for line in audit] == ["intent"] * 4 + ["done"] * 4
         daemon.proc.send_signal(signal.SIGTERM)
         assert daemon.proc.wait(timeout=15) == 0
     finally:

@@ -107,7 +107,9 @@ def test_odd_folder_names_are_reported_exactly_and_can_be_cleaned(
         state.close()
     assert result is not None and result.ok, (plan, result)
     assert {(a.folder, len(a.uids)) for a in plan.actions} == {(ODD_NAMES[0], 2), ("007", 2)}
-    audited = list(AuditLog(config.state_dir / "audit.jsonl").entries())
+    audited = [
+        e for e in AuditLog(config.state_dir / "audit.jsonl").entries() if e["status"] == "done"
+    ]
     assert sorted(e["message_id"] for e in audited) == ["<0.0@x>", "<0.1@x>", "<2.0@x>", "<2.1@x>"]
     after = check_account(account, SecretCache())
     assert after.snapshot is not None

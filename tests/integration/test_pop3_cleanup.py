@@ -74,7 +74,9 @@ def run(config: Config, account: Account, user: Any, now: datetime, *, apply: bo
 
 
 def audit_entries(config: Config) -> list[dict[str, Any]]:
-    return list(AuditLog(config.state_dir / "audit.jsonl").entries())
+    """The audit log without the journal's ``intent`` lines."""
+    entries = AuditLog(config.state_dir / "audit.jsonl").entries()
+    return [e for e in entries if e["status"] != "intent"]
 
 
 def test_archive_by_first_seen_age_then_delete(tmp_path: Path, user: Any) -> None:

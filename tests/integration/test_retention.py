@@ -111,7 +111,9 @@ def run(
 
 
 def audited(config: Config) -> list[dict[str, Any]]:
-    return list(AuditLog(config.state_dir / "audit.jsonl").entries())
+    """The audit log without the journal's ``intent`` lines."""
+    entries = AuditLog(config.state_dir / "audit.jsonl").entries()
+    return [e for e in entries if e["status"] != "intent"]
 
 
 def planned(plan: Plan, folder: str | None = None) -> list[int | str]:

@@ -234,6 +234,37 @@ class RetentionOps:
         with translate_errors(self.account, f"delete in {folder}"):
             return self._remove(folder, uidvalidity, uids, act)
 
+    def marked_deleted(
+        self, folder: str, uidvalidity: int | None, uids: Sequence[int | str]
+    ) -> set[int | str]:
+        """Those of ``uids`` that carry ``\\Deleted`` now (``UID SEARCH UID <set> DELETED``)."""
+        found: set[int | str] = set()
+        with translate_errors(self.account, f"search {folder}"):
+            self._check(folder, uidvalidity, readonly=True)
+            for part in chunks(sorted({int(u) for u in uids})):
+                line = b"UID SEARCH UID " + uid_ranges(part).encode() + b" DELETED"
+                data = self._run("search", line, b"SEARCH")[b"SEARCH"]
+                got = imap_wire.parse_search(data)
+                if got is None:
+                    raise ProtocolError(
+                        self.account, f"unexpected SEARCH response: {str(data)[:200]}"
+                    )
+                found.update(got)
+        return found
+
+    def unmark_deleted(
+        self, folder: str, uidvalidity: int | None, uids: Sequence[int | str]
+    ) -> None:
+        """``UID STORE <set> -FLAGS.SILENT (\\Deleted)`` of exactly these UIDs."""
+        with translate_errors(self.account, f"unmark in {folder}"):
+            self._check(folder, uidvalidity, readonly=False)
+            for part in chunks(sorted({int(u) for u in uids})):
+                line = (
+                    b"UID STORE " + uid_ranges(part).encode() + b" -FLAGS.SILENT (" + DELETED + b")"
+                )
+                self._run("store", line)
+            self._drop_noise()
+
     def move(
         self, folder: str, uidvalidity: int | None, uids: Sequence[int | str], target: str
     ) -> int:

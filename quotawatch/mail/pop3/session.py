@@ -12,6 +12,7 @@ from pydantic import SecretStr
 from quotawatch.config import DEFAULT_PORTS, Account, TlsMode
 from quotawatch.errors import (
     CapabilityMissing,
+    CommitUnconfirmed,
     MailboxError,
     ProtocolError,
     SafetyStop,
@@ -114,13 +115,24 @@ class Pop3Session:
         return self._caps
 
     def commit(self) -> None:
-        """QUIT: the server deletes every message marked with DELE. Refused after a failed DELE."""
+        """QUIT: the server deletes every message marked with DELE. Refused after a failed DELE.
+
+        A QUIT without its ``+OK`` (link lost, ``-ERR``) raises CommitUnconfirmed: the server may
+        have deleted some or all marked messages; the next session reconciles them by UIDL.
+        """
         self._live()
         if self._failed is not None:
             raise SafetyStop(self.account, f"not sending QUIT after a refused DELE: {self._failed}")
-        with translate_errors(self.account, "QUIT"):
-            self._client.quit()
-        self._closed = self._committed = True
+        try:
+            with translate_errors(self.account, "QUIT"):
+                self._client.short("QUIT")
+        except MailboxError as exc:  # sent (or maybe sent): only the server knows what it did
+            raise CommitUnconfirmed(self.account, "QUIT", exc.detail) from None
+        finally:
+            self._closed = True
+            with contextlib.suppress(Exception):
+                self._client.close()
+        self._committed = True
 
     def close(self) -> None:
         """Drop the connection WITHOUT QUIT, so no message marked for deletion is deleted."""
@@ -330,3 +342,14 @@ class Pop3Session:
         self, folder: str, uidvalidity: int | None, uids: Sequence[int | str], target: str
     ) -> int:
         raise ProtocolError(self.account, "POP3 has no folders to move messages to")
+
+    def marked_deleted(
+        self, folder: str, uidvalidity: int | None, uids: Sequence[int | str]
+    ) -> set[int | str]:
+        """POP3 has no flags; a DELE never outlives its session."""
+        return set()
+
+    def unmark_deleted(
+        self, folder: str, uidvalidity: int | None, uids: Sequence[int | str]
+    ) -> None:
+        """Nothing to take off: POP3 has no flags."""

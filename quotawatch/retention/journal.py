@@ -1,0 +1,126 @@
+"""The write-ahead journal of cleanups: a batch's intent is on disk before the server is touched."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from quotawatch.errors import StateError
+from quotawatch.retention.audit import AuditLog
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_encode = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
+
+
+def key(entry: dict[str, Any]) -> tuple[str, int | None, str]:
+    """What identifies a journaled message: folder, UIDVALIDITY and UID (or UIDL)."""
+    return entry["folder"], entry.get("uidvalidity"), str(entry["uid"])
+
+
+class Journal:
+    """Intents and their settlement, per account, in ``state_dir/journal/``; outcomes in the audit log.
+
+    :meth:`intend` appends each message of a batch to the audit log with status ``intent`` (so
+    the audit log is proven writable) and to the account's journal file, both fsynced, before
+    the caller touches the server. :meth:`settle` appends the outcomes (``done``, ``kept``, ...)
+    to the audit log, then marks those intents settled; a journal with nothing open is removed.
+    Intents still open at the next run are reconciled against the server (reconcile.py).
+    """
+
+    def __init__(self, audit: AuditLog, directory: Path | None = None) -> None:
+        self.audit = audit
+        self.dir = Path(directory) if directory is not None else audit.path.parent / "journal"
+        self._lock = threading.Lock()
+
+    def path(self, account: str) -> Path:
+        digest = hashlib.sha256(account.encode("utf-8")).hexdigest()[:12]
+        return self.dir / f"{_UNSAFE.sub('_', account)[:60]}-{digest}.jsonl"
+
+    def _append(self, account: str, lines: Iterable[dict[str, Any]]) -> None:
+        path = self.path(account)
+        text = "".join(_encode(line) + "\n" for line in lines)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                end = os.fstat(fd).st_size
+                if end and os.pread(fd, 1, end - 1) != b"\n":
+                    text = "\n" + text  # a line torn by a crash stays alone on its line
+                data = memoryview(text.encode("utf-8"))
+                while data:
+                    data = data[os.write(fd, data) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StateError(account, str(path), exc) from None
+
+    def _audit(self, account: str, entries: Sequence[dict[str, Any]]) -> None:
+        try:
+            self.audit.record_many(entries)
+        except OSError as exc:
+            raise StateError(account, str(self.audit.path), exc) from None
+
+    def note(self, account: str, entries: Sequence[dict[str, Any]]) -> None:
+        """Audit entries that open or close no intent (e.g. planned messages already gone)."""
+        if entries:
+            with self._lock:
+                self._audit(account, entries)
+
+    def intend(self, account: str, entries: Sequence[dict[str, Any]]) -> None:
+        """Record that these messages are about to be removed; StateError if that is impossible."""
+        if not entries:
+            return
+        with self._lock:
+            self._audit(account, [{**e, "status": "intent"} for e in entries])
+            self._append(account, [{"open": e} for e in entries])
+
+    def settle(
+        self,
+        account: str,
+        outcomes: Sequence[dict[str, Any]],
+        quiet: Sequence[dict[str, Any]] = (),
+    ) -> None:
+        """Audit ``outcomes`` (each with its ``status``), then close their intents and ``quiet``
+        ones (closed without an audit line: planned again, the new run audits them)."""
+        if not outcomes and not quiet:
+            return
+        with self._lock:
+            self._audit(account, outcomes)
+            closed = [list(key(e)) for e in (*outcomes, *quiet)]
+            self._append(account, [{"settled": closed}])
+            if not self._open(account):
+                with contextlib.suppress(OSError):  # an empty journal left behind is harmless
+                    self.path(account).unlink()
+
+    def open_intents(self, account: str) -> list[dict[str, Any]]:
+        """The intents of ``account`` not settled yet, oldest first (one per message)."""
+        with self._lock:
+            return self._open(account)
+
+    def _open(self, account: str) -> list[dict[str, Any]]:
+        path = self.path(account)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StateError(account, str(path), exc) from None
+        pending: dict[tuple[str, int | None, str], dict[str, Any]] = {}
+        for line in text.splitlines():
+            try:
+                item = json.loads(line)
+            except ValueError:
+                continue  # a line torn by a crash: its batch was never started
+            if "open" in item:
+                pending[key(item["open"])] = item["open"]
+            for folder, uidvalidity, uid in item.get("settled", ()):
+                pending.pop((folder, uidvalidity, str(uid)), None)
+        return list(pending.values())
