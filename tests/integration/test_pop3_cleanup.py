@@ -12,6 +12,7 @@ from pydantic import SecretStr
 
 from quotawatch.cli import main
 from quotawatch.config import Account, Config, load_config
+from quotawatch.config.secrets import SecretCache
 from quotawatch.config.sources import all_accounts
 from quotawatch.mail.pop3.session import Pop3Session
 from quotawatch.mail.snapshot import snapshot
@@ -19,6 +20,7 @@ from quotawatch.retention.audit import AuditLog
 from quotawatch.retention.executor import CleanupResult, execute
 from quotawatch.retention.planner import Plan
 from quotawatch.retention.rules import plan_account
+from quotawatch.service.jobs import run_account
 from quotawatch.state import State
 from tests.integration.test_pop3 import T0, deliver, message, pop_dict, server_view
 from tests.support import write_config
@@ -51,23 +53,24 @@ def setup(
 
 def run(config: Config, account: Account, user: Any, now: datetime, *, apply: bool = True,
         cut_before_quit: bool = False) -> tuple[Plan, CleanupResult | None]:  # fmt: skip
-    """One login as `cleanup --apply` does it, at the injected time ``now``."""
+    """One login as `cleanup --apply` does it (the job pipeline), at the injected time ``now``."""
     state = State(config.state_dir)
-    audit = AuditLog(config.state_dir / "audit.jsonl")
     session = Pop3Session.connect(account, SecretStr(user.password))
+    if cut_before_quit:
+        real_commit = session.commit
+
+        def commit() -> None:
+            user.dovecot.kill_user_sessions(user.name)  # the link breaks before QUIT
+            real_commit()
+
+        session.commit = commit  # type: ignore[method-assign]
     try:
-        if cut_before_quit:
-            real_commit = session.commit
-
-            def commit() -> None:
-                user.dovecot.kill_user_sessions(user.name)  # the link breaks before QUIT
-                real_commit()
-
-            session.commit = commit  # type: ignore[method-assign]
-        rules_used = {n: config.rules[n] for n in account.rules}
-        plan = plan_account(session, account, rules_used, snapshot(session, now), state, now)
-        result = execute(session, plan, account, rules_used, audit, now) if apply else None
-        return plan, result
+        job = run_account(
+            account, config, state, SecretCache(), cleanup=apply, now=now,
+            factory=lambda _a, _p: session,
+        )  # fmt: skip
+        assert job.plan is not None, job.report.error
+        return job.plan, job.cleanup
     finally:
         session.close()
         state.close()
@@ -122,19 +125,63 @@ def test_failed_archive_deletes_nothing(tmp_path: Path, user: Any) -> None:
     assert audit_entries(config) == []
 
 
-def test_connection_cut_before_quit_reports_zero_deleted(tmp_path: Path, user: Any) -> None:
+def test_quit_without_its_ok_is_uncertain_and_reconciled(tmp_path: Path, user: Any) -> None:
+    """The link breaks before QUIT is answered (the server got it or not): never "nothing deleted"."""
     deliver(user, [message(i) for i in range(4)])
     config, account = setup(tmp_path, user)
     before = server_view(user, tmp_path)
     run(config, account, user, T0, apply=False)
     plan, result = run(config, account, user, T0 + timedelta(days=61), cut_before_quit=True)
     assert plan.messages == 4
-    assert result is not None and not result.ok
-    assert result.messages == 0 and "nothing deleted" in " ".join(result.errors)
-    assert server_view(user, tmp_path) == before, "DELE without QUIT deletes nothing"
-    assert audit_entries(config) == [], "deferred deletes are audited only after QUIT"
+    assert result is not None and not result.ok and result.unconfirmed == 1
+    assert result.messages == 0 and result.done[0].uncertain == 4
+    assert "QUIT was sent but not confirmed" in result.errors[0]
+    assert server_view(user, tmp_path) == before, "this server never got the QUIT"
+    uncertain = [e["uid"] for e in audit_entries(config) if e["status"] == "uncertain"]
+    assert sorted(uncertain) == sorted(before[2])
     plan, result = run(config, account, user, T0 + timedelta(days=62))
-    assert result is not None and result.ok and result.messages == 4, "the next run reconciles"
+    assert result is not None and result.ok and result.messages == 4, "still there, still eligible"
+    done = [e["uid"] for e in audit_entries(config) if e["status"] == "done"]
+    assert sorted(done) == sorted(before[2]), "each message done exactly once"
+
+
+def test_lost_ok_after_quit_is_audited_done_by_uidl_next_run(tmp_path: Path, user: Any) -> None:
+    """QUIT is executed by the server but its +OK never arrives: the next session finds the
+    UIDLs gone and audits them done; nothing is deleted twice or reported as kept."""
+    deliver(user, [message(i) for i in range(4)])
+    config, account = setup(tmp_path, user)
+    run(config, account, user, T0, apply=False)
+    uidls = server_view(user, tmp_path)[2]
+    state = State(config.state_dir)
+    audit = AuditLog(config.state_dir / "audit.jsonl")
+    session = Pop3Session.connect(account, SecretStr(user.password))
+    real_short = session._client.short
+
+    def short(line: str) -> bytes:
+        answer = real_short(line)
+        if line == "QUIT":  # the server has committed; the answer is lost on the way back
+            raise ConnectionResetError(104, "Connection reset by peer")
+        return answer
+
+    session._client.short = short  # type: ignore[method-assign]
+    try:
+        now = T0 + timedelta(days=61)
+        rules_used = {n: config.rules[n] for n in account.rules}
+        plan = plan_account(session, account, rules_used, snapshot(session, now), state, now)
+        result = execute(session, plan, account, rules_used, audit, now)
+    finally:
+        session.close()
+        state.close()
+    assert not result.ok and result.unconfirmed == 1 and result.messages == 0
+    assert server_view(user, tmp_path)[2] == [], "the server did delete them"
+    assert [e["status"] for e in audit_entries(config)] == ["uncertain"] * 4
+    plan, result2 = run(config, account, user, T0 + timedelta(days=62))
+    assert plan.actions == () and result2 is None
+    entries = audit_entries(config)
+    assert sorted(e["uid"] for e in entries if e["status"] == "done") == sorted(uidls)
+    assert all(e.get("reconciled") for e in entries if e["status"] == "done")
+    assert {e["status"] for e in entries} == {"uncertain", "done"}
+    assert not list((config.state_dir / "journal").glob("*")), "nothing left open"
 
 
 def test_client_state_file_limits_deletions(tmp_path: Path, user: Any) -> None:
