@@ -148,8 +148,10 @@ def _retention(args: argparse.Namespace, *, apply: bool) -> int:
     """plan / cleanup: one login per account for snapshot, plan and (with apply) execution."""
     from datetime import UTC, datetime
 
+    from quotawatch.mail.connect import open_session
     from quotawatch.output import render_plans
     from quotawatch.retention.audit import AuditLog
+    from quotawatch.service.interrupt import run_stoppable
     from quotawatch.service.jobs import cleanup_accounts
     from quotawatch.state import State
 
@@ -157,13 +159,22 @@ def _retention(args: argparse.Namespace, *, apply: bool) -> int:
     state = State(config.state_dir)
     audit = AuditLog(config.state_dir / "audit.jsonl")
     show = apply and (getattr(args, "progress", False) or sys.stderr.isatty())
-    try:
-        runs = list(
+
+    def runs_with(wrap: Any) -> list[tuple[Any, Any]]:
+        return list(
             cleanup_accounts(
                 accounts, config, state, audit, SecretCache(), apply=apply,
                 now=datetime.now(UTC), progress=_print_progress if show else None,
+                factory=wrap(open_session),
             )
         )  # fmt: skip
+
+    try:  # with --apply, SIGINT/SIGTERM stop between commands, as in the daemon
+        if apply:
+            stopped = run_stoppable(runs_with)
+            runs = stopped.value or []
+        else:
+            stopped, runs = None, runs_with(lambda factory: factory)
     finally:
         state.close()
     if args.json:
@@ -177,6 +188,11 @@ def _retention(args: argparse.Namespace, *, apply: bool) -> int:
     else:
         print(render_plans(runs, applied=apply))
     failed = any(not p.ok or (r is not None and not r.ok) for p, r in runs)
+    if stopped is not None and stopped.exit_code is not None:
+        assert stopped.signal is not None
+        print(f"stopped by {stopped.signal.name}: the rest of the plan was not carried out "
+              "(see above); the next cleanup continues", file=sys.stderr)  # fmt: skip
+        return stopped.exit_code
     return EXIT_FAILED if failed else EXIT_OK
 
 

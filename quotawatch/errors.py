@@ -146,12 +146,12 @@ class MailError(QuotawatchError):
 
 
 class ShuttingDown(MailboxError):
-    """Raised instead of sending a command once the daemon is stopping; the session is then logged out."""
+    """Raised instead of sending a command once the daemon or CLI is stopping; the session is then logged out."""
 
     reason = "shutdown"
 
     def __init__(self, account: str) -> None:
-        super().__init__(account, "the daemon is stopping; no further commands sent")
+        super().__init__(account, "stopping on request; no further commands sent")
 
 
 def transport_error(account: str, doing: str, exc: OSError | EOFError) -> MailboxError:
