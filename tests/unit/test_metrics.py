@@ -178,6 +178,8 @@ def test_counters_precreated_and_forgotten_with_their_account(state: State) -> N
     assert get("quotawatch_cleanup_deleted_messages_total", labels) == 0
     assert get("quotawatch_cleanup_freed_bytes_total", labels) == 0
     assert get("quotawatch_errors_total", {"reason": "auth"}) == 0
+    assert get("quotawatch_errors_total", {"reason": "state"}) == 0
+    assert get("quotawatch_cleanup_unconfirmed_total", {"account": "alice"}) == 0
     assert get("quotawatch_account_errors_total", {"account": "bob", "reason": "auth"}) == 1
     assert get("quotawatch_warnings_sent_total", {"account": "bob", "threshold": "90%"}) == 1
     collector.configure(["alice"], 3, True)  # a reload removed bob
