@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 
@@ -74,6 +75,45 @@ class AuthError(MailboxError):
     """Raised when the server refuses the login."""
 
     reason = "auth"
+
+
+#: the fixed words of a refused login, the same for every protocol (SMTP too)
+LOGIN_REFUSED = "login failed: the server refused the credentials"
+#: response codes that may follow them (RFC 5530 for IMAP, RFC 2449/3206 for POP3): nothing
+#: else of the server's answer is kept, since a server may echo what it was sent
+LOGIN_CODES = frozenset({
+    "ALERT", "AUTHENTICATIONFAILED", "AUTHORIZATIONFAILED", "CONTACTADMIN", "EXPIRED",
+    "INUSE", "LIMIT", "NOPERM", "PRIVACYREQUIRED", "SERVERBUG", "UNAVAILABLE",
+    "AUTH", "IN-USE", "LOGIN-DELAY", "SYS/PERM", "SYS/TEMP",
+})  # fmt: skip
+_CODE = re.compile(r"\[([A-Za-z/-]{1,30})\]")
+
+
+def login_code(answer: str) -> str:
+    """The first known response code in a server's answer to a login (``AUTHENTICATIONFAILED``)."""
+    found = _CODE.search(answer)
+    code = found.group(1).upper() if found else ""
+    return code if code in LOGIN_CODES else ""
+
+
+class LoginRefused(AuthError):
+    """Raised when the server refuses the login; a fixed message with at most a known response
+    code, never the exchange (which carried the credentials) nor the server's text."""
+
+    def __init__(self, account: str, answer: str = "") -> None:
+        self.code = login_code(answer)
+        super().__init__(account, LOGIN_REFUSED + (f" [{self.code}]" if self.code else ""))
+
+
+class CredentialsNotSent(AuthError):
+    """Raised when the credentials could not be sent; names a fixed cause, never what was sent."""
+
+    def __init__(self, account: str, cause: str | BaseException) -> None:
+        if isinstance(cause, UnicodeError):
+            cause = "encoding"
+        elif isinstance(cause, BaseException):
+            cause = f"unexpected {type(cause).__name__}"
+        super().__init__(account, f"could not send credentials ({cause})")
 
 
 class CapabilityMissing(MailboxError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import smtplib
@@ -16,7 +17,7 @@ from email.utils import format_datetime, make_msgid
 
 from quotawatch.config import Smtp, TlsMode
 from quotawatch.config.secrets import SecretCache
-from quotawatch.errors import MailError, SecretError
+from quotawatch.errors import LOGIN_REFUSED, MailError, SecretError
 from quotawatch.mail.tls import tls_context
 from quotawatch.text import clean
 from quotawatch.warnings.render import Rendered
@@ -58,6 +59,22 @@ def _translate(server: str, exc: BaseException) -> MailError:
     if isinstance(exc, OSError):
         return MailError(server, f"network error: {exc.strerror or exc}", "connect")
     return MailError(server, f"unexpected {type(exc).__name__}: {exc}", "internal")
+
+
+def _authenticate(conn: smtplib.SMTP, username: str, password: str) -> None:
+    """AUTH PLAIN in UTF-8 (RFC 4616) where offered, else smtplib's mechanisms (ASCII only).
+
+    smtplib's own PLAIN encodes the credentials as ASCII and fails on any other character."""
+    mechanisms = (conn.esmtp_features.get("auth") or "").upper().split()
+    if "PLAIN" not in mechanisms:
+        conn.login(username, password)
+        return
+    token = base64.b64encode(f"\0{username}\0{password}".encode()).decode("ascii")
+    code, _ = conn.docmd("AUTH", f"PLAIN {token}")
+    if code == 334:  # no initial response accepted: the server asks with an empty challenge
+        code, _ = conn.docmd(token)
+    if code not in (235, 503):  # 503: already authenticated
+        raise smtplib.SMTPAuthenticationError(code, b"")
 
 
 def build_message(
@@ -138,7 +155,19 @@ class Mailer:
             raise MailError(self.server, f"SMTP password: {exc}", "config") from None
         if not conn.has_extn("auth"):
             raise MailError(self.server, "server offers no AUTH but smtp.username is set", "auth")
-        conn.login(cfg.username, password.get_secret_value())
+        try:
+            _authenticate(conn, cfg.username, password.get_secret_value())
+        except smtplib.SMTPAuthenticationError as exc:
+            raise MailError(self.server, f"{LOGIN_REFUSED} ({exc.smtp_code})", "auth") from None
+        except (smtplib.SMTPServerDisconnected, ConnectionError, EOFError):
+            raise MailError(self.server, "connection lost (login)", "connect") from None
+        except (OSError, MailError):  # sockets and TLS: the operating system's words
+            raise
+        except UnicodeError:
+            raise MailError(self.server, "could not send credentials (encoding)", "auth") from None
+        except Exception as exc:  # noqa: BLE001 - replaced by a message that cannot hold a secret
+            why = f"could not send credentials (unexpected {type(exc).__name__})"
+            raise MailError(self.server, why, "auth") from None
 
     def send(self, msg: EmailMessage) -> None:
         """Submit ``msg`` to its To and Cc addresses; MailError unless the server accepted it."""

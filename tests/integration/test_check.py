@@ -219,7 +219,7 @@ def test_failures_are_per_account(
     assert [a["name"] for a in data["accounts"]] == ["wrong-password", "good", "untrusted", "dead"]
     assert by_name["good"]["ok"] is True
     assert by_name["wrong-password"]["ok"] is False
-    assert "login refused" in by_name["wrong-password"]["error"]
+    assert "the server refused the credentials" in by_name["wrong-password"]["error"]
     assert by_name["wrong-password"]["reason"] == "auth"
     assert "certificate" in by_name["untrusted"]["error"]
     assert by_name["untrusted"]["reason"] == "tls"

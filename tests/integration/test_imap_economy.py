@@ -53,7 +53,7 @@ def test_capabilities_come_from_greeting_and_login_without_extra_commands(
     with session_for(tmp_path, user) as session:
         caps = session.capabilities()
     assert {"QUOTA", "UIDPLUS", "LIST-STATUS"} <= caps  # the post-login list
-    assert sent[:2] == ["LOGIN", "LOGOUT"] and "CAPABILITY" not in sent
+    assert sent[:2] == ["AUTHENTICATE", "LOGOUT"] and "CAPABILITY" not in sent
 
 
 def test_starttls_reads_capabilities_again_over_tls_once(
@@ -61,7 +61,7 @@ def test_starttls_reads_capabilities_again_over_tls_once(
 ) -> None:
     with session_for(tmp_path, user, port=user.dovecot.imap_port, tls="starttls") as session:
         caps = session.capabilities()
-    assert sent[:3] == ["STARTTLS", "CAPABILITY", "LOGIN"]
+    assert sent[:3] == ["STARTTLS", "CAPABILITY", "AUTHENTICATE"]
     assert "STARTTLS" not in caps and "QUOTA" in caps
 
 

@@ -165,7 +165,7 @@ def test_wrong_password_is_auth_error_without_secrets(
     with caplog.at_level(logging.DEBUG):
         report = check_account(account, SecretCache())
     assert report.reason == "auth" and report.error is not None
-    assert report.error.startswith(f"{user.name}: login refused: -ERR [AUTH]")
+    assert report.error == f"{user.name}: login failed: the server refused the credentials [AUTH]"
     everything = report.error + caplog.text + json.dumps(report.to_json())
     assert wrong not in everything and user.password not in everything
 

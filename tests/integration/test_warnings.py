@@ -246,7 +246,7 @@ def test_passwords_never_appear_in_logs_or_mail(
     for secret in (SMTP_PASSWORD, env.user.password, "wrong-password"):
         assert secret not in caplog.text
         assert secret.encode() not in env.sink.messages[0].raw
-    assert "login refused" in caplog.text
+    assert "login failed: the server refused the credentials" in caplog.text
 
 
 def test_cli_preview_prints_the_mail_without_sending(

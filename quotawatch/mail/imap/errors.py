@@ -11,6 +11,8 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginEr
 from quotawatch.errors import (
     AuthError,
     ConnectError,
+    CredentialsNotSent,
+    LoginRefused,
     MailboxError,
     ProtocolError,
     transport_error,
@@ -46,3 +48,22 @@ def translate_errors(account: str, doing: str) -> Iterator[None]:
         raise ConnectError(account, f"connection lost ({doing}): {reason(exc)}") from None
     except IMAPClientError as exc:
         raise ProtocolError(account, f"server refused ({doing}): {reason(exc)}") from None
+
+
+@contextlib.contextmanager
+def login_errors(account: str) -> Iterator[None]:
+    """Like :func:`translate_errors` while credentials are on the wire, with fixed messages only:
+    neither the library's words (an encoding error quotes a password character and its position)
+    nor the server's (which may echo what it was sent) are kept."""
+    try:
+        yield
+    except MailboxError:
+        raise
+    except (OSError, EOFError) as exc:  # sockets and TLS: the operating system's words
+        raise transport_error(account, "login", exc) from None
+    except IMAPClientAbortError:
+        raise ConnectError(account, "connection lost (login)") from None
+    except IMAPClientError as exc:  # LoginError and any NO/BAD to LOGIN or AUTHENTICATE
+        raise LoginRefused(account, reason(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - replaced by a message that cannot hold a secret
+        raise CredentialsNotSent(account, exc) from None

@@ -13,11 +13,11 @@ from imapclient.response_parser import parse_response
 from pydantic import SecretStr
 
 from quotawatch.config import Account, TlsMode
-from quotawatch.errors import CapabilityMissing, TLSError
+from quotawatch.errors import CapabilityMissing, CredentialsNotSent, TLSError
 from quotawatch.mail.imap import wire as imap_wire
 from quotawatch.mail.imap.client import GreetingClient
+from quotawatch.mail.imap.errors import login_errors, translate_errors
 from quotawatch.mail.imap.errors import text as _text
-from quotawatch.mail.imap.errors import translate_errors
 from quotawatch.mail.imap.retention import RetentionOps
 from quotawatch.mail.imap.syntax import chunks, quote_mailbox
 from quotawatch.mail.tls import tls_context
@@ -75,7 +75,7 @@ class ImapSession(RetentionOps):
                         )
                     client.starttls(ctx)
             session = cls(name, client)
-            with translate_errors(name, "login"):
+            with login_errors(name):
                 session._login(account, password)
             session._refresh_capabilities()
             return session
@@ -85,15 +85,20 @@ class ImapSession(RetentionOps):
             raise
 
     def _login(self, account: Account, password: SecretStr) -> None:
+        """AUTHENTICATE PLAIN (UTF-8, RFC 4616) where offered, with authzid for authorize_as;
+        else LOGIN, whose strings imaplib sends as ASCII only."""
         secret = password.get_secret_value()
-        if account.authorize_as:
-            if "AUTH=PLAIN" not in self._caps:
-                raise CapabilityMissing(self.account, "AUTH=PLAIN", "authorize_as")
+        if "AUTH=PLAIN" in self._caps:
             self.client.plain_login(
-                account.username, secret, authorization_identity=account.authorize_as
+                account.username, secret, authorization_identity=account.authorize_as or None
             )
-        elif "LOGINDISABLED" in self._caps and "AUTH=PLAIN" in self._caps:
-            self.client.plain_login(account.username, secret)
+        elif account.authorize_as:
+            raise CapabilityMissing(self.account, "AUTH=PLAIN", "authorize_as")
+        elif not (account.username + secret).isascii():
+            raise CredentialsNotSent(
+                self.account,
+                "encoding: the server offers no AUTHENTICATE PLAIN and LOGIN carries only ASCII",
+            )
         else:
             self.client.login(account.username, secret)
 

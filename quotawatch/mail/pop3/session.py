@@ -23,6 +23,7 @@ from quotawatch.mail.pop3.wire import (
     Pop3Client,
     build_index,
     capability_names,
+    login_errors,
     parse_headers,
     translate_errors,
 )
@@ -90,7 +91,7 @@ class Pop3Session:
                 with translate_errors(name, "STLS"):
                     client.starttls(ctx)
                     session._caps = capability_names(client.capa())
-            with translate_errors(name, "login", login=True):
+            with login_errors(name):
                 session._login(account, password)
             with translate_errors(name, "CAPA"):
                 session._caps = capability_names(client.capa()) or session._caps

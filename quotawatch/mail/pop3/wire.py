@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 
 from quotawatch.errors import (
     AuthError,
+    CredentialsNotSent,
+    LoginRefused,
     MailboxError,
     ProtocolError,
     TemporaryServerError,
@@ -164,6 +166,27 @@ def translate_errors(account: str, doing: str, *, login: bool = False) -> Iterat
         raise transport_error(account, doing, exc) from None
     except (ValueError, IndexError) as exc:
         raise ProtocolError(account, f"unexpected answer ({doing}): {exc}") from None
+
+
+@contextlib.contextmanager
+def login_errors(account: str) -> Iterator[None]:
+    """Like :func:`translate_errors` while credentials are on the wire, with fixed messages only
+    (a known response code at most): never the library's or the server's words."""
+    try:
+        yield
+    except MailboxError:
+        raise
+    except poplib.error_proto as exc:
+        refused = LoginRefused(account, server_words(exc))
+        if refused.code in TEMPORARY_CODES:
+            raise TemporaryServerError(
+                account, f"server busy (login), retry later [{refused.code}]"
+            ) from None
+        raise refused from None
+    except (OSError, EOFError) as exc:  # sockets and TLS: the operating system's words
+        raise transport_error(account, "login", exc) from None
+    except Exception as exc:  # noqa: BLE001 - replaced by a message that cannot hold a secret
+        raise CredentialsNotSent(account, exc) from None
 
 
 @dataclass(frozen=True)
