@@ -236,6 +236,9 @@ class _Run:
             a, planned = t.action, len(t.action.uids)
             if t.count >= planned or t.uncertain:
                 continue
+            untried = planned - t.count - sum(t.kept.values())
+            if untried > 0:
+                t.kept["not attempted (the run stopped before them)"] += untried
             whys = "; ".join(f"{n} {why}" for why, n in t.kept.items() if n)
             self.errors.append(
                 f"{self.plan.account}: {a.rule}: {_PAST[_kind(a.action)]} {t.count} of "
@@ -291,6 +294,8 @@ def execute(
         run.errors.append(f"{plan.account}: stopped before the deletions were committed; "
                           "nothing deleted")  # fmt: skip
         run.drop_pending("not deleted: stopped before the deletions were committed (no QUIT)")
+    started = {id(t.action) for t in run.tallies}
+    run.tallies += [_Tally(a) for a in plan.actions if id(a) not in started]
     run.shortfall()
     after = _storage(session) if alive else None
     freed = before - after if before is not None and after is not None else None
