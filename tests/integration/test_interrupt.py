@@ -55,7 +55,6 @@ def test_a_signal_stops_cleanup_between_batches(
     assert len(gone) % 500 == 0, "whole batches only"
     assert f"delete {len(gone)} of 3000 planned from Trash" in out
     assert f"deleted {len(gone)} of 3000 planned messages in Trash (" in out
-    assert "not attempted (the run stopped before them)" in out
     with raw(user) as c:
         c.select_folder("Trash", readonly=True)
         assert c.search(["DELETED"]) == [], "nothing is left marked for another client's EXPUNGE"
