@@ -185,6 +185,19 @@ class MailError(QuotawatchError):
         super().__init__(f"SMTP {server}: {detail}")
 
 
+class MailboxLocked(MailboxError):
+    """Raised when another quotawatch process or thread works on the same mailbox: skipped."""
+
+    reason = "locked"
+
+    def __init__(self, account: str, waited: float) -> None:
+        super().__init__(
+            account,
+            f"locked: another quotawatch worker is busy with this mailbox (same server and "
+            f"login); skipped after waiting {waited:g}s",
+        )
+
+
 class ShuttingDown(MailboxError):
     """Raised instead of sending a command once the daemon or CLI is stopping; the session is then logged out."""
 

@@ -36,6 +36,12 @@ class Schedule(Strict):
     cleanup: bool = Field(
         True, description="Apply rules on schedule; false = monitor only.", examples=[True]
     )
+    lock_wait: Duration = Field(
+        timedelta(seconds=5),
+        description="How long a job waits for another worker (daemon or CLI) busy with the same "
+        "mailbox before it skips the account.",
+        examples=["5s"],
+    )
 
 
 class Metrics(Strict):

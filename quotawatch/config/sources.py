@@ -89,8 +89,8 @@ def all_accounts(config: Config, config_path: str = "<config>") -> list[Account]
 
 
 def select_accounts(accounts: Sequence[Account], names: Iterable[str] | None) -> list[Account]:
-    """The accounts named (all when none are); an unknown name is an error."""
-    wanted = list(names or [])
+    """The accounts named (all when none are), each once; an unknown name is an error."""
+    wanted = list(dict.fromkeys(names or []))
     if not wanted:
         return list(accounts)
     by_name = {a.name: a for a in accounts}

@@ -201,6 +201,9 @@ class Daemon:
         name, report = account.name, result.report
         if report.reason == "shutdown" or name not in self.runtime.accounts:
             return
+        if report.reason == "locked":  # another worker has the mailbox: its job, not a failure
+            self.counters.inc("quotawatch_checks_total", {"result": "skipped"})  # logged by the job
+            return
         self.counters.inc("quotawatch_checks_total", {"result": "ok" if report.ok else "failed"})
         self.histogram.observe(report.duration_seconds)
         for reason in dict.fromkeys(r for r, _ in result.failures):

@@ -8,12 +8,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from quotawatch.config import Account, Config, Rule
 from quotawatch.config.secrets import SecretCache
 from quotawatch.config.sources import password_for
-from quotawatch.errors import QuotawatchError, StateError
+from quotawatch.errors import MailboxLocked, QuotawatchError, StateError
 from quotawatch.mail.connect import open_session
 from quotawatch.mail.session import MailboxSession, SessionFactory
 from quotawatch.mail.snapshot import snapshot
@@ -24,6 +25,7 @@ from quotawatch.retention.journal import Journal
 from quotawatch.retention.planner import Plan, failed_plan
 from quotawatch.retention.reconcile import reconcile
 from quotawatch.retention.rules import plan_account
+from quotawatch.service.lock import MailboxLock
 from quotawatch.service.pool import per_account
 from quotawatch.state import State
 from quotawatch.warnings.notify import WarnHook
@@ -180,7 +182,46 @@ def run_account(
 
     Without ``state`` (a plain ``check``) nothing is stored and nothing planned; ``plan=False``
     stops after the check. ``progress`` receives cleanup progress lines (default: the log).
+
+    One worker per mailbox: with ``state`` the whole job, warning included, holds the mailbox's
+    lock (:mod:`quotawatch.service.lock`). A job that cannot get it within
+    ``schedule.lock_wait`` is skipped with reason ``locked``: nothing stored, planned or sent,
+    since the worker holding the lock does all of that. A plain check takes no lock: it changes
+    and stores nothing.
     """
+    job = partial(
+        _run_account, account, config, state, secrets, cleanup=cleanup, now=now,
+        factory=factory, warn=warn, plan=plan, progress=progress, audit=audit,
+    )  # fmt: skip
+    if state is None:
+        return job()
+    started, lock = time.monotonic(), MailboxLock(state.dir, account)
+    try:
+        lock.acquire(config.schedule.lock_wait.total_seconds())
+    except (MailboxLocked, StateError) as exc:
+        report = _failed(account, exc, started)
+        log.warning("skipped account=%s reason=%s: %s", account.name, exc.reason, report.error)
+        return JobResult(report, None, None)
+    try:
+        return job()
+    finally:
+        lock.release()
+
+
+def _run_account(
+    account: Account,
+    config: Config,
+    state: State | None,
+    secrets: SecretCache,
+    *,
+    cleanup: bool,
+    now: datetime,
+    factory: SessionFactory,
+    warn: WarnHook | None,
+    plan: bool,
+    progress: Progress | None,
+    audit: AuditLog | None,
+) -> JobResult:
     started = time.monotonic()
     session: MailboxSession | None = None
     try:

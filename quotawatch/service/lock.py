@@ -1,0 +1,87 @@
+"""One worker per mailbox: an exclusive flock on a file in ``state_dir/locks``, freed by the OS when its process dies."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from quotawatch.config import Account
+from quotawatch.errors import MailboxLocked, StateError
+
+#: seconds between two tries while another worker holds the lock
+POLL = 0.05
+
+
+def mailbox_key(account: Account) -> str:
+    """What names one mailbox: server (host in lower case and port) and login identity
+    (username, and ``authorize_as`` when an admin logs in for a user). Account names and
+    passwords play no part: two entries for one mailbox share the key."""
+    identity = (account.host.lower(), str(account.effective_port), account.username,
+                account.authorize_as or "")  # fmt: skip
+    return hashlib.sha256("\0".join(identity).encode()).hexdigest()[:32]
+
+
+def lock_path(state_dir: Path, account: Account) -> Path:
+    """The lock file of ``account``'s mailbox below ``state_dir``."""
+    return state_dir / "locks" / f"{mailbox_key(account)}.lock"
+
+
+class MailboxLock:
+    """An exclusive ``flock`` on the mailbox's lock file, held from :meth:`acquire` to :meth:`release`.
+
+    flock belongs to the open file, so it excludes other processes and other threads of this
+    one alike, and the kernel drops it when the process ends however it ends: a stale lock
+    cannot outlive its holder, and the file itself is left in place on purpose (removing it
+    would let a third worker lock a new file while the second waits on the old one).
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        account: Account,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.account = account.name
+        self.path = lock_path(state_dir, account)
+        self._clock = clock
+        self._sleep = sleep
+        self._fd: int | None = None
+
+    def acquire(self, wait: float) -> None:
+        """Take the lock, waiting up to ``wait`` seconds for another worker.
+
+        Raises MailboxLocked if it is still held then, StateError if the lock file cannot be made.
+        """
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StateError(self.account, str(self.path), exc) from None
+        deadline = self._clock() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if self._clock() >= deadline:
+                    os.close(fd)
+                    raise MailboxLocked(self.account, wait) from None
+                self._sleep(POLL)
+        self._fd = fd
+        with contextlib.suppress(OSError):  # for a curious admin: who holds it
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+
+    def release(self) -> None:
+        """Let the next worker in (closing the file drops the flock)."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            with contextlib.suppress(OSError):
+                os.close(fd)

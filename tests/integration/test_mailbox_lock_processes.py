@@ -1,0 +1,139 @@
+"""One mailbox, one worker: while another process holds a mailbox's lock, the CLI and the daemon
+skip that mailbox (CLI: reason ``locked``, exit 1; daemon: counted as skipped) and touch nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from quotawatch.config import load_config
+from quotawatch.config.sources import all_accounts
+from quotawatch.retention.audit import AuditLog
+from quotawatch.service.daemon import Daemon
+from quotawatch.service.lock import lock_path
+from sandbox.dovecot import SandboxUser
+from tests.support import imap_account, write_config
+
+REPO = Path(__file__).resolve().parents[2]
+RULES = {"trash-30d": {"folders": ["\\Trash"], "older_than": "30d", "age": "received",
+                       "max_delete_fraction": "100%"}}  # fmt: skip
+HOLDER = """
+import fcntl, sys
+with open(sys.argv[1], "a") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    print("held", flush=True)
+    sys.stdin.read()  # until the test closes stdin
+"""
+
+
+def quotawatch(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "quotawatch", *args],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+    )  # fmt: skip
+
+
+@contextmanager
+def held(path: Path) -> Iterator[None]:
+    """Another process holds the lock file with flock until the block ends."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "held\n"
+        yield
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(timeout=30)
+
+
+def setup(
+    tmp_path: Path, user: SandboxUser, wait: str = "1s", more: list[dict[str, Any]] | None = None
+) -> tuple[Path, Path]:
+    old = datetime.now(UTC) - timedelta(days=60)
+    message = b"From: a@example.org\r\nSubject: old\r\n\r\nbody\r\n"
+    user.dovecot.deliver_bulk(user.name, "Trash", [(message, old, "S")] * 3)
+    acct = imap_account(user.dovecot, "mine", user.name, user.password, tmp_path,
+                        rules=["trash-30d"])  # fmt: skip
+    path = write_config(tmp_path, [acct, *(more or [])], rules=RULES, schedule={"lock_wait": wait})
+    config = load_config(path)
+    return path, lock_path(config.state_dir, all_accounts(config, str(path))[0])
+
+
+def done_uids(tmp_path: Path) -> list[int]:
+    entries = AuditLog(tmp_path / "state" / "audit.jsonl").entries()
+    return sorted(e["uid"] for e in entries if e.get("status") != "intent")
+
+
+def trash_count(user: SandboxUser) -> int:
+    return len(list((user.dovecot.folder_path(user.name, "Trash") / "cur").iterdir()))
+
+
+def test_cli_cleanup_skips_a_mailbox_another_process_works_on(
+    tmp_path: Path, user: SandboxUser
+) -> None:
+    config, lock = setup(tmp_path, user)
+    with held(lock):
+        busy = quotawatch("cleanup", "--apply", "--json", "-c", str(config))
+    assert busy.returncode == 1, busy.stderr
+    (entry,) = json.loads(busy.stdout)["accounts"]
+    assert entry["name"] == "mine" and "locked" in entry["error"] and entry["cleanup"] is None
+    assert "reason=locked" in busy.stderr
+    assert trash_count(user) == 3
+    assert list(AuditLog(tmp_path / "state" / "audit.jsonl").entries()) == []
+
+    free = quotawatch("cleanup", "--apply", "--json", "-c", str(config))
+    assert free.returncode == 0, free.stderr
+    assert trash_count(user) == 0
+    assert done_uids(tmp_path) == [1, 2, 3]  # each message audited once
+
+
+def test_two_entries_for_one_mailbox_share_the_lock(tmp_path: Path, user: SandboxUser) -> None:
+    """Another name, another password file: the same server and login is the same mailbox."""
+    twin = imap_account(user.dovecot, "twin", user.name, user.password, tmp_path / "twin",
+                        rules=["trash-30d"])  # fmt: skip
+    config, lock = setup(tmp_path, user, wait="30s", more=[twin])
+    data = yaml.safe_load(config.read_text())
+    data["schedule"]["lock_wait"] = "0s"
+    impatient = tmp_path / "impatient.yaml"
+    impatient.write_text(yaml.safe_dump(data))
+    with held(lock):
+        busy = quotawatch("cleanup", "--apply", "--json", "-c", str(impatient))
+    assert busy.returncode == 1
+    entries = json.loads(busy.stdout)["accounts"]
+    assert [e["name"] for e in entries] == ["mine", "twin"]
+    assert all("locked" in e["error"] for e in entries) and trash_count(user) == 3
+
+    both = quotawatch("cleanup", "--apply", "--json", "-c", str(config))  # one after the other
+    assert both.returncode == 0, both.stderr
+    assert trash_count(user) == 0
+    assert done_uids(tmp_path) == [1, 2, 3]  # each message audited once
+
+
+def test_the_daemon_skips_a_locked_mailbox_and_counts_it(tmp_path: Path, user: SandboxUser) -> None:
+    config, lock = setup(tmp_path, user)
+    daemon = Daemon(str(config))
+    try:
+        with held(lock):
+            result = daemon.run_job("mine")
+        assert result is not None and result.report.reason == "locked"
+        skipped = daemon.counters.value("quotawatch_checks_total", {"result": "skipped"})
+        assert skipped == 1
+        assert daemon.counters.value("quotawatch_checks_total", {"result": "failed"}) in (None, 0)
+        assert daemon.state.last_report("mine") is None  # nothing stored: the other worker does it
+        assert trash_count(user) == 3
+        result = daemon.run_job("mine")
+        assert result is not None and result.ok and trash_count(user) == 0
+    finally:
+        daemon.state.close()
