@@ -135,7 +135,7 @@ class _Run:
                 why = "no longer on the server when its batch began"
                 missing = [MessageMeta(u, 0, None, None) for u in batch if u not in meta]
                 t.kept[why] += len(missing)
-                self.journal.note(
+                self.journal.settle(  # also closes an intent an interrupted run left open
                     self.plan.account, with_status(self.entries(a, missing, {}), "kept", why)
                 )
             if not present:

@@ -31,6 +31,7 @@ class Journal:
     the audit log is proven writable) and to the account's journal file, both fsynced, before
     the caller touches the server. :meth:`settle` appends the outcomes (``done``, ``kept``, ...)
     to the audit log, then marks those intents settled; a journal with nothing open is removed.
+    An intent journaled again (the same folder, UIDVALIDITY and UID) stays one open intent.
     Intents still open at the next run are reconciled against the server (reconcile.py).
     """
 
@@ -68,12 +69,6 @@ class Journal:
         except OSError as exc:
             raise StateError(account, str(self.audit.path), exc) from None
 
-    def note(self, account: str, entries: Sequence[dict[str, Any]]) -> None:
-        """Audit entries that open or close no intent (e.g. planned messages already gone)."""
-        if entries:
-            with self._lock:
-                self._audit(account, entries)
-
     def intend(self, account: str, entries: Sequence[dict[str, Any]]) -> None:
         """Record that these messages are about to be removed; StateError if that is impossible."""
         if not entries:
@@ -82,20 +77,13 @@ class Journal:
             self._audit(account, [{**e, "status": "intent"} for e in entries])
             self._append(account, [{"open": e} for e in entries])
 
-    def settle(
-        self,
-        account: str,
-        outcomes: Sequence[dict[str, Any]],
-        quiet: Sequence[dict[str, Any]] = (),
-    ) -> None:
-        """Audit ``outcomes`` (each with its ``status``), then close their intents and ``quiet``
-        ones (closed without an audit line: planned again, the new run audits them)."""
-        if not outcomes and not quiet:
+    def settle(self, account: str, outcomes: Sequence[dict[str, Any]]) -> None:
+        """Audit ``outcomes`` (each with its ``status``), then close their intents."""
+        if not outcomes:
             return
         with self._lock:
             self._audit(account, outcomes)
-            closed = [list(key(e)) for e in (*outcomes, *quiet)]
-            self._append(account, [{"settled": closed}])
+            self._append(account, [{"settled": [list(key(e)) for e in outcomes]}])
             if not self._open(account):
                 with contextlib.suppress(OSError):  # an empty journal left behind is harmless
                     self.path(account).unlink()

@@ -23,7 +23,8 @@ class Settlement:
 
     #: gone from the folder: the earlier removal happened; audited ``done`` now
     done: tuple[dict[str, Any], ...] = ()
-    #: still there and planned again: closed quietly, this run's execution audits them
+    #: still there and planned again: left open; this run's execution journals and settles them
+    #: (if it stops before them, they are still open for the next run, \\Deleted and all)
     again: tuple[dict[str, Any], ...] = ()
     #: still there, carrying our ``\\Deleted``, not eligible any more: flag taken off, ``kept``
     unmark: tuple[dict[str, Any], ...] = ()
@@ -108,7 +109,7 @@ def reconcile(session: MailboxSession, journal: Journal, plan: Plan) -> int:
             *_status(s.unmark, "kept", "not eligible any more; \\Deleted taken off"),
             *_status(s.kept, "kept", "still on the server and not eligible any more"),
         ]
-        journal.settle(account, outcomes, s.again)
+        journal.settle(account, outcomes)
         removed += len(s.done)
         log.info(
             "account=%s reconciled %d journaled messages in %s: %d removed earlier, %d planned "
