@@ -8,12 +8,17 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from quotawatch.config import load_config
+from quotawatch.state import State
+from tests.integration.test_pop3 import T0, message, pop_dict, server_view
 from tests.integration.test_retention import deliver, raw, setup, uids_in
+from tests.support import write_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -72,3 +77,37 @@ def test_a_signal_stops_cleanup_between_batches(
     assert uids_in(user, "Trash") == []
     lines = [json.loads(x) for x in (config.state_dir / "audit.jsonl").read_text().splitlines()]
     assert Counter(e["uid"] for e in lines if e["status"] == "done") == Counter(trash)
+
+
+def test_sigterm_during_pop3_cleanup_deletes_nothing_and_says_so(tmp_path: Path, user: Any) -> None:
+    """POP3 deletes only at QUIT: stopped after a DELE batch, the session ends without QUIT."""
+    user.dovecot.deliver_bulk(user.name, "INBOX", [(message(i, 300), T0, "") for i in range(1500)])
+    rule = {"folders": ["INBOX"], "older_than": "60d", "age": "saved", "allow_inbox": True}
+    acct = pop_dict(user, tmp_path, rules=["pop-old"], max_delete_fraction="100%",
+                    max_delete_messages=10_000)  # fmt: skip
+    path = write_config(tmp_path, [acct], rules={"pop-old": rule})
+    uidls = server_view(user, tmp_path)[2]
+    state = State(load_config(path).state_dir)  # seen 100 days ago: every message is due
+    state.first_seen(user.name, "INBOX", 0, uidls, datetime.now(UTC) - timedelta(days=100))
+    state.close()
+    code, out, err = cleanup_interrupted(path, signal.SIGTERM)
+    assert code == 143, (out, err)
+    assert "marked for deletion 500 of 1500" in err
+    assert "delete 0 of 1500 planned from INBOX" in out
+    assert server_view(user, tmp_path)[2] == uidls, "no QUIT, nothing deleted"
+    lines = [json.loads(x) for x in (tmp_path / "state" / "audit.jsonl").read_text().splitlines()]
+    assert {e["status"] for e in lines} <= {"intent", "kept"}
+    kept = [e for e in lines if e["status"] == "kept"]
+    assert any("no QUIT" in e["why"] for e in kept), "the marked batch: not deleted, and why"
+    assert Counter(e["uid"] for e in kept) == Counter(
+        e["uid"] for e in lines if e["status"] == "intent"
+    )
+    assert not list((tmp_path / "state" / "journal").glob("*")), "no intent left open"
+    rerun = subprocess.run(
+        [sys.executable, "-m", "quotawatch", "cleanup", "--config", str(path), "--apply"],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )  # fmt: skip
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert server_view(user, tmp_path)[2] == []
+    lines = [json.loads(x) for x in (tmp_path / "state" / "audit.jsonl").read_text().splitlines()]
+    assert Counter(e["uid"] for e in lines if e["status"] == "done") == Counter(uidls)
