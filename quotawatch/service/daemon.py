@@ -219,8 +219,10 @@ class Daemon:
             self.counters.inc("quotawatch_cleanup_freed_bytes_total", labels, done.bytes)
         self.last_ok[name] = result.ok
         for reason, message in result.failures:
-            if reason in ("plan", "cleanup", "state"):
+            if reason in ("plan", "cleanup"):
                 log.warning("account=%s %s failed: %s", name, reason, message)
+            elif reason == "state":
+                log.warning("account=%s cleanup failed reason=state: %s", name, message)
             elif reason != "internal":  # internal errors were logged with their traceback
                 log.warning("check failed account=%s reason=%s: %s", name, reason, message)
         if report.reason in BACKOFF_REASONS:

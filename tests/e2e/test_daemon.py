@@ -345,3 +345,45 @@ def test_daemon_applies_rules_and_counts_the_cleanup(dovecot: Dovecot, workdir: 
         assert daemon.proc.wait(timeout=15) == 0
     finally:
         daemon.close()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_daemon_with_a_full_disk_touches_nothing_and_counts_reason_state(
+    dovecot: Dovecot, workdir: Path
+) -> None:
+    dovecot.add_user("erin", "Erin-pw-77ab12")
+    old = datetime.now(UTC) - timedelta(days=5)
+    dovecot.deliver_bulk("erin", "Trash", [(message(i, 3_000), old, "S") for i in range(3)])
+    (workdir / "state").mkdir(parents=True, exist_ok=True)
+    (workdir / "state" / "audit.jsonl").symlink_to("/dev/full")  # ENOSPC on every write
+
+    def make_config(port: int) -> Path:
+        erin = imap_account(dovecot, "erin", "erin", "Erin-pw-77ab12", workdir,
+                            rules=["old-trash"], max_delete_fraction="100%")  # fmt: skip
+        return write_config(
+            workdir, [erin],
+            rules={"old-trash": {"folders": ["\\Trash"], "older_than": "2d", "age": "received"}},
+            schedule={"interval": "1h", "jitter": "0s", "cleanup": True},
+            metrics={"listen": f"127.0.0.1:{port}"},
+        )  # fmt: skip
+
+    daemon, port = start(make_config, workdir)
+    try:
+        daemon.expect_log("account=erin cleanup failed reason=state")
+        daemon.expect_log("account=erin checked")
+        _, text = fetch(f"http://127.0.0.1:{port}/metrics")
+        promtool_ok(text)
+        assert value(text, "quotawatch_errors_total", reason="state") == 1
+        assert value(text, "quotawatch_account_errors_total", account="erin", reason="state") == 1
+        labels = {"account": "erin", "rule": "old-trash", "action": "delete"}
+        assert value(text, "quotawatch_cleanup_deleted_messages_total", **labels) == 0
+        assert value(text, "quotawatch_cleanup_unconfirmed_total", account="erin") == 0
+        status = dovecot.doveadm(
+            "-f", "tab", "mailbox", "status", "-u", "erin", "messages", "Trash"
+        )
+        assert status.split()[-1] == "3", "nothing is touched when the intent cannot be written"
+        assert "Traceback" not in "".join(daemon.log)
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.proc.wait(timeout=15) == 0
+    finally:
+        daemon.close()
