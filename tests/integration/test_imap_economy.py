@@ -115,3 +115,22 @@ def test_odd_folder_names_are_reported_exactly_and_can_be_cleaned(
     assert after.snapshot is not None
     left = {f.name: f.messages for f in after.snapshot.folders}
     assert left[ODD_NAMES[0]] == 1 and left["007"] == 3 and left["back\\slash"] == 4
+
+
+def test_authenticate_plain_sends_the_response_with_the_command(
+    tmp_path: Path, user: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SASL-IR: one round trip, no continuation; each line's shape is kept, never its words."""
+    shapes: list[tuple[str, int]] = []
+    original = imaplib.IMAP4.send
+
+    def send(self: imaplib.IMAP4, data: bytes) -> None:
+        words = bytes(data).split()
+        verb = words[1].decode() if len(words) > 1 and words[0].isalnum() else "(data)"
+        shapes.append((verb, len(words)))
+        original(self, data)
+
+    monkeypatch.setattr(imaplib.IMAP4, "send", send)
+    with session_for(tmp_path, user):
+        pass
+    assert shapes[:2] == [("AUTHENTICATE", 4), ("LOGOUT", 2)]

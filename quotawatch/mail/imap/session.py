@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 from collections.abc import Iterator, Sequence
@@ -88,7 +89,9 @@ class ImapSession(RetentionOps):
         """AUTHENTICATE PLAIN (UTF-8, RFC 4616) where offered, with authzid for authorize_as;
         else LOGIN, whose strings imaplib sends as ASCII only."""
         secret = password.get_secret_value()
-        if "AUTH=PLAIN" in self._caps:
+        if "AUTH=PLAIN" in self._caps and "SASL-IR" in self._caps:
+            self._plain_initial_response(account.authorize_as or "", account.username, secret)
+        elif "AUTH=PLAIN" in self._caps:
             self.client.plain_login(
                 account.username, secret, authorization_identity=account.authorize_as or None
             )
@@ -101,6 +104,17 @@ class ImapSession(RetentionOps):
             )
         else:
             self.client.login(account.username, secret)
+
+    def _plain_initial_response(self, authzid: str, username: str, secret: str) -> None:
+        """``AUTHENTICATE PLAIN <response>`` in one round trip (SASL-IR, RFC 4959), which
+        imaplib's authenticate() cannot send; the tagged answer's capabilities are kept as
+        there."""
+        token = base64.b64encode(f"{authzid}\0{username}\0{secret}".encode()).decode("ascii")
+        imap = self.client._imap
+        typ, data = imap._simple_command("AUTHENTICATE", "PLAIN", token)
+        if typ != "OK":
+            raise imapclient.exceptions.LoginError(_text(data[-1] if data else typ))
+        imap.state = "AUTH"
 
     def _refresh_capabilities(self) -> None:
         self.client._cached_capabilities = None
