@@ -39,6 +39,8 @@ class Journal:
         self.audit = audit
         self.dir = Path(directory) if directory is not None else audit.path.parent / "journal"
         self._lock = threading.Lock()
+        #: open keys per account, read from the file once, then kept in step with it
+        self._keys: dict[str, set[tuple[str, int | None, str]]] = {}
 
     def path(self, account: str) -> Path:
         digest = hashlib.sha256(account.encode("utf-8")).hexdigest()[:12]
@@ -74,19 +76,28 @@ class Journal:
         if not entries:
             return
         with self._lock:
+            keys = self._open_keys(account)
             self._audit(account, [{**e, "status": "intent"} for e in entries])
             self._append(account, [{"open": e} for e in entries])
+            keys.update(key(e) for e in entries)
 
     def settle(self, account: str, outcomes: Sequence[dict[str, Any]]) -> None:
         """Audit ``outcomes`` (each with its ``status``), then close their intents."""
         if not outcomes:
             return
         with self._lock:
+            keys = self._open_keys(account)
             self._audit(account, outcomes)
             self._append(account, [{"settled": [list(key(e)) for e in outcomes]}])
-            if not self._open(account):
+            keys.difference_update(key(e) for e in outcomes)
+            if not keys:
                 with contextlib.suppress(OSError):  # an empty journal left behind is harmless
                     self.path(account).unlink()
+
+    def _open_keys(self, account: str) -> set[tuple[str, int | None, str]]:
+        if account not in self._keys:
+            self._keys[account] = {key(e) for e in self._open(account)}
+        return self._keys[account]
 
     def open_intents(self, account: str) -> list[dict[str, Any]]:
         """The intents of ``account`` not settled yet, oldest first (one per message)."""
