@@ -10,8 +10,8 @@ from quotawatch.text import table
 from quotawatch.units import format_percent, format_size
 
 if TYPE_CHECKING:
-    from quotawatch.retention.executor import CleanupResult
     from quotawatch.retention.planner import Plan
+    from quotawatch.retention.results import CleanupResult
 
 
 def _quota_line(report: AccountReport) -> str:

@@ -26,8 +26,6 @@ from quotawatch.retention.journal import Journal
 from quotawatch.retention.planner import Plan, PlannedAction
 from quotawatch.retention.results import ActionResult, CleanupResult, entry, with_status
 
-__all__ = ["BATCH", "ActionResult", "CleanupResult", "execute"]
-
 log = logging.getLogger(__name__)
 
 #: messages per batch: metadata fetch, archive, journal, delete and audit happen per batch

@@ -20,10 +20,11 @@ from quotawatch.mail.session import MailboxSession, SessionFactory
 from quotawatch.mail.snapshot import snapshot
 from quotawatch.model import AccountReport, Clock, Snapshot, utcnow
 from quotawatch.retention.audit import AuditLog
-from quotawatch.retention.executor import CleanupResult, execute
+from quotawatch.retention.executor import execute
 from quotawatch.retention.journal import Journal
 from quotawatch.retention.planner import Plan, failed_plan
 from quotawatch.retention.reconcile import reconcile
+from quotawatch.retention.results import CleanupResult
 from quotawatch.retention.rules import plan_account
 from quotawatch.service.lock import MailboxLock
 from quotawatch.service.pool import per_account

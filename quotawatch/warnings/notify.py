@@ -22,8 +22,8 @@ from quotawatch.warnings.mailer import Mailer, build_message
 from quotawatch.warnings.render import Freeable, MailContent, render
 
 if TYPE_CHECKING:
-    from quotawatch.retention.executor import CleanupResult
     from quotawatch.retention.planner import Plan
+    from quotawatch.retention.results import CleanupResult
 
 log = logging.getLogger(__name__)
 

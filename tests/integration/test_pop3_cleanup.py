@@ -17,8 +17,9 @@ from quotawatch.config.sources import all_accounts
 from quotawatch.mail.pop3.session import Pop3Session
 from quotawatch.mail.snapshot import snapshot
 from quotawatch.retention.audit import AuditLog
-from quotawatch.retention.executor import CleanupResult, execute
+from quotawatch.retention.executor import execute
 from quotawatch.retention.planner import Plan
+from quotawatch.retention.results import CleanupResult
 from quotawatch.retention.rules import plan_account
 from quotawatch.service.jobs import run_account
 from quotawatch.state import State

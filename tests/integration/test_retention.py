@@ -23,8 +23,9 @@ from quotawatch.config.sources import all_accounts
 from quotawatch.mail.imap.session import ImapSession
 from quotawatch.mail.snapshot import snapshot
 from quotawatch.retention.audit import AuditLog
-from quotawatch.retention.executor import CleanupResult, execute
+from quotawatch.retention.executor import execute
 from quotawatch.retention.planner import Plan
+from quotawatch.retention.results import CleanupResult
 from quotawatch.retention.rules import plan_account
 from quotawatch.service.jobs import cleanup_account
 from quotawatch.state import State

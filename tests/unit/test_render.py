@@ -160,7 +160,7 @@ def test_digest_lists_accounts() -> None:
 
 def test_after_cleanup_corrects_usage_and_folders() -> None:
     from quotawatch.model import QuotaResource, Snapshot
-    from quotawatch.retention.executor import ActionResult, CleanupResult
+    from quotawatch.retention.results import ActionResult, CleanupResult
     from quotawatch.warnings.notify import after_cleanup
 
     snap = Snapshot(
