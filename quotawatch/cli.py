@@ -3,132 +3,143 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from quotawatch import __version__
 from quotawatch.config import Config, load_config
+from quotawatch.config.files import account_secret_problems, file_problems, state_dir_problems
 from quotawatch.config.secrets import SecretCache
-from quotawatch.config.sources import all_accounts, password_problems, select_accounts
+from quotawatch.config.sources import all_accounts, select_accounts
 from quotawatch.errors import ConfigError
+from quotawatch.extras import MissingExtra
 from quotawatch.logs import setup_logging
 from quotawatch.model import AccountReport
+from quotawatch.parser import DEFAULT_CONFIG, build_parser
+
+__all__ = ["build_parser", "main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 
-def _add_common(
-    p: argparse.ArgumentParser, *, accounts: bool = True, json_out: bool = True
-) -> None:
-    p.add_argument(
-        "--config",
-        "-c",
-        default="/etc/quotawatch/quotawatch.yaml",
-        help="config file (default: %(default)s)",
-    )
-    if accounts:
-        p.add_argument(
-            "--account",
-            "-a",
-            action="append",
-            metavar="NAME",
-            help="only this account (repeatable)",
-        )
-    if json_out:
-        p.add_argument("--json", action="store_true", help="print JSON for scripts")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="quotawatch",
-        description="Watch mailbox quotas, warn users in time, free space by rules.",
-    )
-    parser.add_argument("--version", action="version", version=f"quotawatch {__version__}")
-    parser.add_argument(
-        "--log-level",
-        default=None,
-        choices=["debug", "info", "warning", "error"],
-        help="default: info for run, warning otherwise",
-    )
-    parser.add_argument("--log-format", default="text", choices=["text", "json"])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("check", help="show each account's quota and folders, largest first")
-    _add_common(p)
-    p.add_argument(
-        "--folders",
-        type=int,
-        default=None,
-        metavar="N",
-        help="show only the N largest folders per account",
-    )
-    p.set_defaults(func=cmd_check)
-
-    p = sub.add_parser("plan", help="show what the retention rules would remove (changes nothing)")
-    _add_common(p)
-    p.set_defaults(func=cmd_plan)
-
-    p = sub.add_parser("cleanup", help="apply the retention rules (dry run without --apply)")
-    _add_common(p)
-    p.add_argument("--apply", action="store_true", help="really delete, move or archive")
-    p.add_argument(
-        "--progress", action="store_true", help="print progress to stderr (default: when a tty)"
-    )
-    p.set_defaults(func=cmd_cleanup)
-
-    p = sub.add_parser("run", help="run the daemon: scheduled checks, cleanups, metrics, warnings")
-    _add_common(p, accounts=False, json_out=False)
-    p.add_argument("--once", action="store_true", help="run every account's job once and exit")
-    p.set_defaults(func=cmd_run)
-
-    p = sub.add_parser("warn", help="quota warning mails")
-    _add_common(p, json_out=False)
-    p.add_argument("--preview", action="store_true", help="print the mail instead of sending it")
-    p.set_defaults(func=cmd_warn)
-
-    p = sub.add_parser("config", help="config file tools")
-    csub = p.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
-    pc = csub.add_parser("check", help="validate a config file and report every problem")
-    pc.add_argument("file", nargs="?", help="config file (or --config)")
-    pc.add_argument("--config", "-c", default="/etc/quotawatch/quotawatch.yaml")
-    pc.set_defaults(func=cmd_config_check)
-    return parser
+def config_path(args: argparse.Namespace) -> str:
+    return getattr(args, "config", None) or DEFAULT_CONFIG
 
 
 def load(args: argparse.Namespace) -> tuple[Config, list[Any]]:
     """Config and the selected accounts, or ConfigError."""
-    config = load_config(args.config)
-    accounts = all_accounts(config, args.config)
+    path = config_path(args)
+    config = load_config(path)
+    accounts = all_accounts(config, path)
     return config, select_accounts(accounts, getattr(args, "account", None))
 
 
+def need_state_dir(config: Config, path: str) -> None:
+    """A state_dir that cannot be created or written is a config error before any login."""
+    problems = state_dir_problems(config.state_dir)
+    if problems:
+        raise ConfigError(path, problems)
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
-    path = args.file or args.config
+    """Every problem knowable without a server, at once."""
+    path = args.file or config_path(args)
     config = load_config(path)
-    accounts = all_accounts(config, path)
-    problems = password_problems(accounts, SecretCache())
+    problems: list[tuple[str, str]] = []
+    try:
+        accounts = all_accounts(config, path)
+    except ConfigError as exc:
+        problems += exc.problems
+        accounts = list(config.accounts)
+    problems += account_secret_problems(config, accounts, SecretCache())
+    problems += file_problems(config)
     if problems:
         raise ConfigError(path, problems)
     print(f"{path}: OK ({len(accounts)} accounts, {len(config.rules)} rules)")
     return EXIT_OK
 
 
+def cmd_config_init(args: argparse.Namespace) -> int:
+    """Write the starter config; never overwrite."""
+    from quotawatch.config.starter import PLACEHOLDER, starter_config, write_new
+    from quotawatch.config.url import parse_mailbox_url
+
+    try:
+        fields = parse_mailbox_url(args.url) if args.url else dict(PLACEHOLDER)
+    except ValueError as exc:
+        raise ConfigError("URL", [("", str(exc))]) from None
+    out = Path(args.output).expanduser().absolute()
+    if args.password_file:
+        password_file = str(Path(args.password_file).expanduser().absolute())
+    else:
+        password_file = re.sub(r"[^A-Za-z0-9_.@+-]", "_", fields["name"]) + ".password"
+    ca_file = str(Path(args.ca_file).expanduser().absolute()) if args.ca_file else None
+    try:
+        write_new(out, starter_config(fields, password_file, ca_file, out))
+    except FileExistsError:
+        raise ConfigError(str(out), [("", "exists; not overwritten (use --output FILE)")]) from None
+    except OSError as exc:
+        raise ConfigError(str(out), [("", f"cannot write: {exc.strerror or exc}")]) from None
+    print(f"wrote {out} (mode 0600)")
+    if not args.password_file:
+        secret = out.parent / password_file
+        print(f"next: put the password into {secret}: install -m 600 /dev/stdin {secret}")
+    print(f"then: quotawatch config check {out}")
+    return EXIT_OK
+
+
+def _url_account(args: argparse.Namespace) -> tuple[Any, SecretCache]:
+    """The account of ``check URL`` and the secrets to log in with (prompted on a terminal)."""
+    from pydantic import ValidationError
+
+    from quotawatch.config.url import PROMPTED, url_account
+
+    try:
+        account = url_account(args.url, args.password_file, args.ca_file)
+    except ValidationError as exc:
+        msgs = [e["msg"].removeprefix("Value error, ") for e in exc.errors(include_url=False)]
+        raise ConfigError(args.url, [("", m) for m in msgs]) from None
+    except ValueError as exc:
+        raise ConfigError("URL", [("", str(exc))]) from None
+    if args.password_file:
+        return account, SecretCache()
+    if not sys.stdin.isatty():
+        raise ConfigError(
+            args.url, [("", "no password: run in a terminal to be asked, or give --password-file")]
+        )
+    password = getpass.getpass(f"Password for {account.username} at {account.host}: ")
+    if not password:
+        raise ConfigError(args.url, [("", "no password given")])
+    return account, SecretCache(environ={PROMPTED: password})
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from quotawatch.output import render_check
     from quotawatch.service.jobs import check_accounts
 
-    config, accounts = load(args)
-    reports: list[AccountReport] = list(
-        check_accounts(accounts, SecretCache(), concurrency=config.schedule.concurrency)
-    )
+    if args.url:
+        if args.config or args.account:
+            raise ConfigError("check", [("", "give either a URL or --config/--account, not both")])
+        account, secrets = _url_account(args)
+        accounts, concurrency = [account], 1
+    else:
+        if args.password_file or args.ca_file:
+            raise ConfigError("check", [("", "--password-file and --ca-file go with a URL")])
+        config, accounts = load(args)
+        secrets, concurrency = SecretCache(), config.schedule.concurrency
+    reports: list[AccountReport] = list(check_accounts(accounts, secrets, concurrency=concurrency))
     if args.json:
         print(
             json.dumps({"accounts": [r.to_json() for r in reports]}, indent=2, ensure_ascii=False)
         )
     else:
         print(render_check(reports, args.folders))
+    if any(r.reason == "config" for r in reports):
+        return EXIT_CONFIG  # a password file or ca_file that cannot be used
     return EXIT_OK if all(r.ok for r in reports) else EXIT_FAILED
 
 
@@ -156,6 +167,7 @@ def _retention(args: argparse.Namespace, *, apply: bool) -> int:
     from quotawatch.state import State
 
     config, accounts = load(args)
+    need_state_dir(config, config_path(args))
     state = State(config.state_dir)
     audit = AuditLog(config.state_dir / "audit.jsonl")
     show = apply and (getattr(args, "progress", False) or sys.stderr.isatty())
@@ -200,11 +212,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     """The daemon (until SIGTERM), or with --once every account's job once: 0 if all succeeded."""
     from quotawatch.service.process import serve
 
-    return serve(args.config, once=args.once)
+    path = config_path(args)
+    need_state_dir(load_config(path), path)
+    return serve(path, once=args.once)
 
 
 def cmd_warn(args: argparse.Namespace) -> int:
-    """--preview: print the mail each account would get; else decide and send now."""
+    """--preview: print the mail each account would get (or why none is due); else send now."""
     from datetime import UTC, datetime
 
     from quotawatch.service.warn import preview_account, warn_now
@@ -213,12 +227,17 @@ def cmd_warn(args: argparse.Namespace) -> int:
     config, accounts = load(args)
     if config.warnings is None or config.smtp is None:
         raise ConfigError(
-            args.config, [("warnings", "no warnings: (and smtp:) section configured")]
+            config_path(args), [("warnings", "no warnings: (and smtp:) section configured")]
         )
+    if args.force and not args.preview:
+        raise ConfigError("warn", [("", "--force goes with --preview")])
+    need_state_dir(config, config_path(args))
     state, secrets, now = State(config.state_dir), SecretCache(), datetime.now(UTC)
     try:
         if args.preview:
-            texts = [preview_account(a, config, state, secrets, now) for a in accounts]
+            texts = [
+                preview_account(a, config, state, secrets, now, force=args.force) for a in accounts
+            ]
             print("\n\n".join(text for text, _ in texts))
             return EXIT_OK if all(ok for _, ok in texts) else EXIT_FAILED
         outcomes = warn_now(accounts, config, state, secrets, now)
@@ -230,17 +249,31 @@ def cmd_warn(args: argparse.Namespace) -> int:
     return EXIT_FAILED if any(o.result == "failed" for _, o in outcomes) else EXIT_OK
 
 
+COMMANDS = {
+    "check": cmd_check,
+    "plan": cmd_plan,
+    "cleanup": cmd_cleanup,
+    "run": cmd_run,
+    "warn": cmd_warn,
+    "config check": cmd_config_check,
+    "config init": cmd_config_init,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    name = args.command + (f" {args.config_command}" if args.command == "config" else "")
     default_level = "info" if args.command == "run" else "warning"
     setup_logging(args.log_level or default_level, args.log_format)
     try:
-        result: int = args.func(args)
-        return result
+        return COMMANDS[name](args)
     except ConfigError as exc:
         for line in exc.lines():
             print(line, file=sys.stderr)
+        return EXIT_CONFIG
+    except MissingExtra as exc:
+        print(exc, file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130

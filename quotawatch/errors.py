@@ -42,6 +42,16 @@ class SecretError(QuotawatchError):
         super().__init__(f"{source}: {problem}")
 
 
+class CaFileError(QuotawatchError):
+    """Raised when a configured ``ca_file`` is missing, unreadable or holds no CA certificate."""
+
+    reason = "config"
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        super().__init__(f"ca_file {path}: {problem}")
+
+
 class MailboxError(QuotawatchError):
     """Base class of errors talking to a mail server; the message names the account."""
 

@@ -8,6 +8,21 @@ import os
 import sys
 from datetime import UTC, datetime
 
+from quotawatch.text import escape
+
+
+class OneLineFormatter(logging.Formatter):
+    """The usual text line, with control characters in the message shown escaped (``\\r\\n``),
+    so a folder name or server reply can never forge a log line; tracebacks stay as they are."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        message = record.message
+        record.message = escape(message)
+        try:
+            return super().formatMessage(record)
+        finally:
+            record.message = message
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message (and exception text)."""
@@ -30,9 +45,9 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     elif os.environ.get("JOURNAL_STREAM"):
-        handler.setFormatter(logging.Formatter("<%(levelno)s>%(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(OneLineFormatter("<%(levelno)s>%(levelname)s %(name)s: %(message)s"))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from quotawatch.model import AccountReport
-from quotawatch.text import table
+from quotawatch.text import escape, table
 from quotawatch.units import format_percent, format_size
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ def render_check(reports: Sequence[AccountReport], max_folders: int | None = Non
     for r in reports:
         out.append("")
         if not r.ok:
-            out.append(f"{r.name}: FAILED: {r.error}")
+            out.append(f"{r.name}: FAILED: {escape(r.error or '')}")
             continue
         assert r.snapshot is not None
         out.append(f"{r.name}: {_quota_line(r)}")
@@ -65,7 +65,7 @@ def render_check(reports: Sequence[AccountReport], max_folders: int | None = Non
         limit = r.snapshot.storage()
         rows = [
             [
-                f.name,
+                escape(f.name),
                 f.special_use or "",
                 str(f.messages),
                 format_size(f.size_bytes),
@@ -95,7 +95,7 @@ def render_plans(
         if out:
             out.append("")
         if plan.error and not plan.actions and plan.usage_before is None and not plan.notes:
-            out.append(f"{plan.account}: FAILED: {plan.error}")
+            out.append(f"{plan.account}: FAILED: {escape(plan.error)}")
             continue
         head = (
             f"{plan.account}: quota {format_percent(plan.usage_before)} -> "
@@ -104,9 +104,9 @@ def render_plans(
         )
         out.append(head)
         if plan.error:
-            out.append(f"  STOPPED: {plan.error}")
+            out.append(f"  STOPPED: {escape(plan.error)}")
         rows = [
-            [a.rule, a.folder, a.action, str(len(a.uids)), format_size(a.bytes)]
+            [a.rule, escape(a.folder), escape(a.action), str(len(a.uids)), format_size(a.bytes)]
             for a in plan.actions
         ]
         if rows:
@@ -114,13 +114,13 @@ def render_plans(
             out.append(table(headers, rows, right=(3, 4), indent="  "))
         elif not plan.error:
             out.append("  nothing to do")
-        out += [f"  note: {n}" for n in plan.notes]
+        out += [f"  note: {escape(n)}" for n in plan.notes]
         if result is not None:
             done = ", ".join(
-                f"{d.action} {d.messages}"
+                f"{escape(d.action)} {d.messages}"
                 + (f" of {d.planned} planned" if d.planned != d.messages else "")
                 + (f" ({d.uncertain} unconfirmed)" if d.uncertain else "")
-                + f" from {d.folder} ({format_size(d.bytes)})"
+                + f" from {escape(d.folder)} ({format_size(d.bytes)})"
                 for d in result.done
             )
             freed = "unknown" if result.freed_bytes is None else format_size(result.freed_bytes)
@@ -128,7 +128,7 @@ def render_plans(
             if result.reconciled:
                 out.append(f"  reconciled: {result.reconciled} messages of an interrupted earlier "
                            "run were removed then (audited now)")  # fmt: skip
-            out += [f"  ERROR: {e}" for e in result.errors]
+            out += [f"  ERROR: {escape(e)}" for e in result.errors]
     if runs and not applied and any(p.actions for p, _ in runs):
         out += ["", "(dry run: nothing changed; run cleanup --apply to do this)"]
     return "\n".join(out)

@@ -99,8 +99,12 @@ def format_duration(delta: timedelta) -> str:
 
 
 def format_percent(ratio: float | None) -> str:
-    """``87.5%`` or ``-`` when unknown."""
-    return "-" if ratio is None else f"{ratio * 100:.1f}%"
+    """``87.5 %``, ``80 %`` or ``-`` when unknown: one decimal, rounded down (79.96 % never shows
+    as a threshold of 80 % reached), the same in tables, notes and mails."""
+    if ratio is None:
+        return "-"
+    whole, tenth = divmod(math.floor(ratio * 1000 + 1e-6), 10)
+    return f"{whole} %" if tenth == 0 else f"{whole}.{tenth} %"
 
 
 ByteSize = Annotated[int, BeforeValidator(parse_size)]

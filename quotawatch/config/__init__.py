@@ -165,8 +165,31 @@ def load_config(path: str | Path) -> Config:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(name, [("", f"{where}invalid YAML: {problem}")]) from None
-    config = parse_config(data, name)
     base = Path(path).resolve().parent
+    config = parse_config(_absolute(data, base), name)
     if not config.state_dir.is_absolute():
         config = config.model_copy(update={"state_dir": base / config.state_dir})
     return config
+
+
+#: keys holding a file or folder name, wherever they appear
+PATH_KEYS = frozenset(
+    {"state_dir", "password_file", "ca_file", "client_state_file", "usernames_file",
+     "tls_cert_file", "tls_key_file", "basic_auth_password_file"}
+)  # fmt: skip
+
+
+def _absolute(data: Any, base: Path) -> Any:
+    """``data`` with ``~`` expanded and relative paths taken from the config file's folder."""
+    if isinstance(data, list):
+        return [_absolute(v, base) for v in data]
+    if not isinstance(data, dict):
+        return data
+    out = {}
+    for key, value in data.items():
+        if key in PATH_KEYS and isinstance(value, str) and value.strip():
+            path = Path(value).expanduser()
+            out[key] = str(path if path.is_absolute() else base / path)
+        else:
+            out[key] = _absolute(value, base)
+    return out

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     Field,
     field_validator,
     model_validator,
@@ -16,10 +17,26 @@ from quotawatch.model import SPECIAL_USE_FLAGS, VIRTUAL_FLAGS
 from quotawatch.units import ByteSize, Duration, Percent
 
 
+def check_folder_name(name: str) -> str:
+    """Refuse folder names with control characters (CR, LF, NUL, ...): no server has them."""
+    bad = [c for c in name if ord(c) < 32 or ord(c) == 0x7F]
+    if bad:
+        raise ValueError(
+            f"folder name {name!r} contains a control character ({bad[0]!r}); "
+            "folder names cannot contain CR, LF, NUL or other control characters"
+        )
+    if not name.strip():
+        raise ValueError("folder name is empty")
+    return name
+
+
+FolderName = Annotated[str, AfterValidator(check_folder_name)]
+
+
 class Rule(Strict):
     """A retention rule: which messages in which folders may go, and how."""
 
-    folders: list[str] = Field(
+    folders: list[FolderName] = Field(
         min_length=1,
         description="Folder names, shell-style globs, or special-use flags (\\Trash, \\Junk, ...), "
         "in order of sacrifice.",
@@ -82,13 +99,19 @@ class Rule(Strict):
         if v in ("delete", "archive"):
             return v
         if v.startswith("move:") and v[5:].strip():
+            check_folder_name(v[5:].strip())
             return v
         raise ValueError("action must be delete, archive, or move:<folder>")
 
+    @field_validator("older_than")
+    @classmethod
+    def _check_older_than(cls, v: timedelta | None) -> timedelta | None:
+        if v is not None and v < timedelta(days=1):
+            raise ValueError("older_than must be at least 1d")
+        return v
+
     @model_validator(mode="after")
     def _check_rule(self) -> Rule:
-        if self.older_than is not None and self.older_than < timedelta(days=1):
-            raise ValueError("older_than must be at least 1d")
         if (self.when_above is None) != (self.down_to is None):
             raise ValueError("when_above and down_to go together")
         if (

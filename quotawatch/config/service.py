@@ -18,12 +18,18 @@ from pydantic import (
 from quotawatch.config.base import Email, Strict, TlsMode, _check_from, check_tls_mode
 from quotawatch.units import Duration, Percent
 
+#: The shortest check interval: one login per account per minute is already a lot for a server.
+MIN_INTERVAL = timedelta(minutes=1)
+MIN_INTERVAL_TEXT = "1m"
+
 
 class Schedule(Strict):
     """When the daemon checks and cleans."""
 
     interval: Duration = Field(
-        timedelta(minutes=15), description="Per-account check interval.", examples=["15m"]
+        timedelta(minutes=15),
+        description=f"Per-account check interval (at least {MIN_INTERVAL_TEXT}).",
+        examples=["15m"],
     )
     jitter: Duration = Field(
         timedelta(seconds=60),
@@ -42,6 +48,15 @@ class Schedule(Strict):
         "mailbox before it skips the account.",
         examples=["5s"],
     )
+
+    @field_validator("interval")
+    @classmethod
+    def _check_interval(cls, v: timedelta) -> timedelta:
+        if v < MIN_INTERVAL:
+            raise ValueError(
+                f"interval must be at least {MIN_INTERVAL_TEXT} (each interval logs in to every account)"
+            )
+        return v
 
 
 class Metrics(Strict):

@@ -38,8 +38,13 @@ def expand_source(source: AccountSource, where: str, base: Path | None = None) -
     try:
         users = _read_usernames(path)
     except OSError as exc:
+        why = exc.strerror or str(exc)
         raise ConfigError(
-            str(path), [("", f"cannot read usernames_file: {exc.strerror}")]
+            str(path), [(f"{where}.usernames_file", f"cannot read {path}: {why}")]
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            str(path), [(f"{where}.usernames_file", f"{path} is not valid UTF-8")]
         ) from None
     template = source.template.model_dump(exclude_unset=True, by_alias=True)
     template.setdefault("name", "{user}")

@@ -10,6 +10,7 @@ from typing import Any
 from quotawatch.config import AccountFields, Rule
 from quotawatch.mail.session import Candidate, FolderSelection
 from quotawatch.model import QuotaResource, Snapshot
+from quotawatch.retention.why import why_nothing
 from quotawatch.units import format_percent
 
 
@@ -196,7 +197,10 @@ class _Builder:
     def age_rule(self, name: str, rule: Rule, sel: RuleSelection, now: datetime) -> None:
         cutoff = age_cutoff(rule, now)
         for fs in sel.folders:
-            self.add(name, rule, fs, _eligible(rule, fs, cutoff, self.taken))
+            chosen = _eligible(rule, fs, cutoff, self.taken)
+            if not chosen:
+                self.notes += why_nothing(name, rule, fs, self.taken)
+            self.add(name, rule, fs, chosen)
         if rule.move_target is not None:
             self.notes.append(f"rule {name}: moving within the account frees no quota")
 

@@ -14,6 +14,7 @@ from quotawatch.mail.session import FolderSelection, MailboxSession, SearchQuery
 from quotawatch.model import VIRTUAL_FLAGS, VIRTUAL_NAMES, FolderInfo, Snapshot
 from quotawatch.retention.client_guard import guard_candidates
 from quotawatch.retention.planner import Limits, Plan, RuleSelection, age_cutoff, plan
+from quotawatch.retention.why import explain_empty
 from quotawatch.state import State
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,10 @@ def plan_account(
         for folder in folders:
             if sizes.get(folder) == 0:
                 continue
-            sel = session.select_candidates(folder, search_query(rule, folder, now))
+            query = search_query(rule, folder, now)
+            sel = session.select_candidates(folder, query)
+            if not sel.candidates and sel.age_applied and session.protocol == "imap":
+                sel = explain_empty(session, query, sel)  # one line on why nothing
             sel, guard_notes = _dated(session, account, sel, state, now)
             notes += guard_notes
             per_folder.append(sel)

@@ -14,7 +14,13 @@ from quotawatch.mail.session import SessionFactory
 from quotawatch.model import AccountReport, FolderInfo, QuotaResource, Snapshot
 from quotawatch.service.jobs import run_account
 from quotawatch.state import State
-from quotawatch.warnings.decision import Usage, WarningState, decide, highest_exceeded
+from quotawatch.warnings.decision import (
+    Usage,
+    WarningState,
+    decide,
+    highest_exceeded,
+    why_not_due,
+)
 from quotawatch.warnings.mailer import Mailer
 from quotawatch.warnings.notify import Outcome, compose, content, freeable, recipients, warn_account
 
@@ -36,20 +42,26 @@ def snapshot_from_stored(name: str, taken_at: datetime, data: dict[str, Any]) ->
 
 
 def preview_decision(
-    account: Account, snap: Snapshot, state: State, config: Config, now: datetime
-) -> tuple[str, str | None, str]:
-    """(kind, threshold, explanation) of the mail a preview shows; the state is not changed."""
+    account: Account, snap: Snapshot, state: State, config: Config, now: datetime, force: bool
+) -> tuple[str | None, str | None, str]:
+    """(kind, threshold, explanation) of the mail a preview shows, kind None when it shows none:
+    only a mail that is due, or with ``force`` the warning at the current level. The state is
+    not changed."""
     assert config.warnings is not None
     usage = Usage.from_snapshot(snap)
     if usage is None:
-        return "warning", None, "no quota limit known; showing a warning at the current level"
+        if not force:
+            return None, None, "no warning due (no quota limit known)"
+        return "warning", None, "no quota limit known; showing a warning anyway (--force)"
     before = WarningState.from_dict(state.warning_state(account.name))
     decision = decide(usage, before, config.warnings, now)
     if decision.kind is not None:
         return decision.kind, decision.threshold, f"would be sent now ({decision.why})"
+    line = why_not_due(usage, config.warnings, decision)
+    if not force:
+        return None, None, line
     top = highest_exceeded(config.warnings, usage)
-    label = top.label if top else None
-    return "warning", label, f"nothing due now ({decision.why}); showing the warning at this level"
+    return "warning", top.label if top else None, f"{line}; showing the warning anyway (--force)"
 
 
 def format_message(msg: EmailMessage) -> str:
@@ -69,9 +81,11 @@ def preview_account(
     secrets: SecretCache,
     now: datetime,
     *,
+    force: bool = False,
     factory: SessionFactory = open_session,
 ) -> tuple[str, bool]:
-    """The mail ``account`` would get, from its stored report if there is one, else a live check."""
+    """The mail ``account`` would get now (with ``force``: the warning at its level even if none is
+    due), else one line saying why none is due; from its stored report if any, else a live check."""
     stored = state.last_report(account.name)
     snap = snapshot_from_stored(account.name, stored[0], stored[2]) if stored else None
     plan: Any = None
@@ -84,8 +98,10 @@ def preview_account(
         if job.report.snapshot is None:
             return f"# {account.name}: check failed: {job.report.error}", False
         snap, plan, source = job.report.snapshot, job.plan, "live check"
-    kind, threshold, why = preview_decision(account, snap, state, config, now)
+    kind, threshold, why = preview_decision(account, snap, state, config, now, force)
     note = "" if recipients(account) else "; the account has no email or warning_email"
+    if kind is None:
+        return f"{account.name}: {why} (from the {source}{note})", True
     c = content(
         account, snap, config, state, now, kind, threshold,
         rules=freeable(plan), pending_bytes=pending,

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from quotawatch.config import Threshold, Warnings
 from quotawatch.model import Snapshot
+from quotawatch.units import format_percent, format_size
 
 Kind = Literal["warning", "reminder", "all_clear"]
 
@@ -171,7 +172,29 @@ def decide(usage: Usage, state: WarningState, policy: Warnings, now: datetime) -
             return Decision(
                 "reminder", top.label, _sent(base, "reminder", top.label, now), "remind"
             )
-    return Decision(None, None, base, "nothing new")
+    if not fired:
+        return Decision(None, None, base, "nothing new")
+    if policy.remind_every is None or state.last_sent_at is None:
+        return Decision(None, None, base, f"already warned at {fired[-1].label}; reminders are off")
+    when = (state.last_sent_at + policy.remind_every).strftime("%Y-%m-%d %H:%M %Z")
+    return Decision(
+        None, None, base, f"already warned at {fired[-1].label}; next reminder {when}".rstrip()
+    )
+
+
+def why_not_due(usage: Usage, policy: Warnings, decision: Decision) -> str:
+    """One line for a preview when ``decision`` sends nothing: ``no warning due (79.9 %, below
+    80 %)``, or what keeps an account above a threshold quiet (already warned, reminder later)."""
+    pct = format_percent(usage.ratio)
+    top = highest_exceeded(policy, usage)
+    if top is None:
+        lowest = min(policy.thresholds, key=lambda t: severity(t, usage))
+        if lowest.ratio is not None:
+            return f"no warning due ({pct}, below {format_percent(lowest.ratio)})"
+        free = usage.free_bytes
+        have = f", {format_size(free)} free" if free is not None else ""
+        return f"no warning due ({pct}{have}, more than {lowest.label})"
+    return f"no warning due ({pct}, above {top.label.replace('%', ' %')}: {decision.why})"
 
 
 def _sent(

@@ -17,7 +17,7 @@ from email.utils import format_datetime, make_msgid
 
 from quotawatch.config import Smtp, TlsMode
 from quotawatch.config.secrets import SecretCache
-from quotawatch.errors import LOGIN_REFUSED, MailError, SecretError
+from quotawatch.errors import LOGIN_REFUSED, CaFileError, MailError, SecretError
 from quotawatch.mail.tls import tls_context
 from quotawatch.text import clean
 from quotawatch.warnings.render import Rendered
@@ -115,7 +115,10 @@ class Mailer:
 
     def _connect(self) -> smtplib.SMTP:
         cfg = self.smtp
-        ctx = tls_context(cfg.ca_file)
+        try:
+            ctx = tls_context(cfg.ca_file)
+        except CaFileError as exc:
+            raise MailError(self.server, f"smtp.{exc}", "config") from None
         if cfg.tls is TlsMode.implicit:
             return smtplib.SMTP_SSL(
                 cfg.host,

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from quotawatch.model import FolderInfo
 from quotawatch.text import clean, table
-from quotawatch.units import format_size
+from quotawatch.units import format_percent, format_size
 from quotawatch.warnings.templates import TEXTS
 
 MAX_FOLDERS = 5
@@ -80,8 +80,15 @@ def size(n: float, lang: str) -> str:
 
 
 def percent(ratio: float, lang: str) -> str:
-    value = int(ratio * 100 + 1e-9)
-    return f"{value} %" if lang == "de" else f"{value}%"
+    """``79.9 %`` as everywhere else (``79,9 %`` in German)."""
+    text = format_percent(ratio)
+    return text.replace(".", ",") if lang == "de" else text
+
+
+def threshold_label(label: str, lang: str) -> str:
+    """A threshold label (``80%``, ``92.5%``) written like every other percentage."""
+    text = label.replace("%", " %")
+    return text.replace(".", ",") if lang == "de" else text
 
 
 def number(n: int, lang: str) -> str:
@@ -196,8 +203,7 @@ def _footer(c: MailContent, lang: str) -> list[Block]:
     if c.threshold.endswith(" free"):
         why = t["why.free"].format(size=c.threshold.removesuffix(" free"))
     else:
-        label = c.threshold.replace("%", " %") if lang == "de" else c.threshold
-        why = t["why.ratio"].format(threshold=label)
+        why = t["why.ratio"].format(threshold=threshold_label(c.threshold, lang))
     text = t["footer"].format(why=why)
     if c.remind_every is not None:
         text += " " + t["footer.remind"].format(every=every(c.remind_every, t))
@@ -285,7 +291,7 @@ def render_digest(rows: Sequence[DigestRow], lang: str) -> Rendered:
             percent(ratio, lang),
             size(used, lang) if used is not None else "-",
             size(limit, lang) if limit is not None else "-",
-            label,
+            threshold_label(label, lang),
         )
         for name, ratio, used, limit, label in rows
     )

@@ -270,7 +270,18 @@ def test_cli_preview_prints_the_mail_without_sending(
     assert main(["warn", "--config", config, "--account", "alice"]) == 0
     assert capsys.readouterr().out.strip() == "alice: sent warning 80%: crossed 80%"
     assert main(["warn", "--config", config, "--account", "alice"]) == 0
-    assert capsys.readouterr().out.strip() == "alice: none: nothing new"
+    assert capsys.readouterr().out.strip().startswith(
+        "alice: none: already warned at 80%; next reminder "
+    )
+    assert len(env.sink.messages) == 1
+    # after the warning, a preview shows no mail unless forced
+    assert main(["warn", "--preview", "--config", config, "--account", "alice"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("alice: no warning due (") and "above 80 %: already warned" in out
+    assert "Subject:" not in out
+    assert main(["warn", "--preview", "--force", "--config", config, "--account", "alice"]) == 0
+    out = capsys.readouterr().out
+    assert "showing the warning anyway (--force)" in out and "Subject: Your mailbox" in out
     assert len(env.sink.messages) == 1
 
 
@@ -288,4 +299,4 @@ def test_admin_digest_lists_full_accounts_once_per_interval(
     digests = [m for m in sink.messages if m.rcpt_tos == ("postmaster@example.org",)]
     assert len(digests) == 1 and len(sink.messages) == 2
     text = digests[0].message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
-    assert "alice" in text and "90%" in text
+    assert "alice" in text and "90 %" in text

@@ -58,7 +58,8 @@ def test_every_problem_reported_with_dotted_path() -> None:
         line.startswith("qw.yaml: accounts[2].tls: tls: starttls on port 993") for line in lines
     )
     assert any(
-        line.startswith("qw.yaml: rules.junk: older_than must be at least 1d") for line in lines
+        line.startswith("qw.yaml: rules.junk.older_than: older_than must be at least 1d")
+        for line in lines
     )
     assert "qw.yaml: nonsense: Extra inputs are not permitted" in lines
     assert len(lines) == 5

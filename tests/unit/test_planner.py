@@ -148,7 +148,7 @@ MAKE_ROOM = {
 def test_make_room_does_nothing_below_the_high_watermark() -> None:
     sel = RuleSelection("make-room", (fsel("Junk", cand(1, 40)),))
     p = run(MAKE_ROOM, [sel], snap(usage=90 * KIB))
-    assert p.actions == () and any("not above 90.0%" in n for n in p.notes)
+    assert p.actions == () and any("not above 90 %" in n for n in p.notes)
 
 
 def test_make_room_frees_in_folder_order_oldest_first_until_below_the_low_watermark() -> None:
@@ -193,7 +193,7 @@ def test_make_room_notes_when_the_candidates_are_not_enough() -> None:
         snap(usage=99 * KIB),
     )
     assert uids(p) == [1] and p.usage_after == pytest.approx(0.97)
-    assert any("usage stays at 97.0%" in n for n in p.notes)
+    assert any("usage stays at 97 %" in n for n in p.notes)
 
 
 def test_make_room_respects_keep_newer_than() -> None:

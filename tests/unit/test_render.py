@@ -52,9 +52,9 @@ def parsed(msg: EmailMessage) -> EmailMessage:
 @pytest.mark.parametrize(
     ("lang", "expected"),
     [
-        ("en", ["85%", "8.5 MiB of 10.0 MiB", "Inbox", "Entwürfe/Ältere", "in about 6 days",
+        ("en", ["85.3 %", "8.5 MiB of 10.0 MiB", "Inbox", "Entwürfe/Ältere", "in about 6 days",
                 "trash-30d", '"Trash"', "Empty", "1.2 MiB", "every 7 days"]),
-        ("de", ["85 %", "8,5 MiB von 10,0 MiB", "Posteingang", "Entwürfe/Ältere",
+        ("de", ["85,3 %", "8,5 MiB von 10,0 MiB", "Posteingang", "Entwürfe/Ältere",
                 "in etwa 6 Tagen", "trash-30d", "„Trash“", "Leeren", "1,2 MiB", "alle 7 Tage"]),
     ],
 )  # fmt: skip
@@ -155,7 +155,7 @@ def test_digest_lists_accounts() -> None:
         [("alice", 0.91, 9 * MiB, 10 * MiB, "90%"), ("bob", 0.82, None, None, "80%")], "en"
     )
     assert "2 mailboxes" in r.subject
-    assert "alice" in r.text and "91%" in r.text and "bob" in r.text
+    assert "alice" in r.text and "91 %" in r.text and "bob" in r.text
 
 
 def test_after_cleanup_corrects_usage_and_folders() -> None:

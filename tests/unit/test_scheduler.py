@@ -164,12 +164,15 @@ def test_a_slow_account_does_not_delay_the_others(tmp_path: Path, server: Server
 
 def test_an_account_is_never_checked_twice_at_once(tmp_path: Path, server: Server) -> None:
     server.block["slow"] = threading.Event()
-    daemon = Daemon(str(write_config(tmp_path, ["slow"], interval="1s")), factory=server.factory)
+    daemon = Daemon(str(write_config(tmp_path, ["slow"], interval="1m")), factory=server.factory)
     events = started(daemon)
-    wait_for(events, EVENT_JOB_MAX_INSTANCES, {"slow"})  # the next run came while it still ran
+    assert server.entered.setdefault("slow", threading.Event()).wait(WAIT)
+    job = daemon.scheduler.get_job("slow")
+    job.modify(next_run_time=datetime.now(UTC))  # the next run comes while the first still runs
+    wait_for(events, EVENT_JOB_MAX_INSTANCES, {"slow"})
     assert server.logins == ["slow"]
     job = daemon.scheduler.get_job("slow")
-    assert (job.max_instances, job.coalesce, job.misfire_grace_time) == (1, True, 1)
+    assert (job.max_instances, job.coalesce, job.misfire_grace_time) == (1, True, 60)
     server.block["slow"].set()
     assert daemon.stop(grace=5)
 

@@ -64,5 +64,6 @@ def test_formatting() -> None:
     assert format_duration(timedelta(days=30)) == "30d"
     assert format_duration(timedelta(days=14)) == "2w"
     assert format_duration(timedelta(minutes=90)) == "1h30m"
-    assert format_percent(0.875) == "87.5%"
+    assert format_percent(0.875) == "87.5 %"
+    assert format_percent(0.7999) == "79.9 %" and format_percent(0.8) == "80 %"
     assert format_percent(None) == "-"
