@@ -2,7 +2,8 @@
 
 ``demo-up`` starts a persistent (daemonized) sandbox Dovecot below DIR, creates the
 demo users alice, bob and carol, fills their mailboxes with seeded, realistic mail
-(only on the first start, or with ``--reset``) and writes:
+(only on the first start, or with ``--reset``, which also stops a running sandbox and
+wipes DIR first) and writes:
 
 * ``DIR/sandbox.json`` -- host, ports, CA file, users and passwords (mode 0600);
 * ``DIR/secrets/<user>`` and ``DIR/secrets/admin`` -- one password each, no newline
@@ -164,8 +165,11 @@ def demo_up(directory: Path, *, reset: bool = False) -> int:
     directory = directory.absolute()
     dovecot = Dovecot(directory, name="demo", stop_at_exit=False)
     if dovecot.running:
-        print(f"demo sandbox already running in {directory}; see {directory / 'sandbox.json'}")
-        return 0
+        if not reset:
+            print(f"demo sandbox already running in {directory}; see {directory / 'sandbox.json'}")
+            return 0
+        dovecot.stop()  # --reset: start again from fresh sample mailboxes
+        dovecot = Dovecot(directory, name="demo", stop_at_exit=False)
     if reset and directory.exists():
         if not (directory / "dovecot.conf").exists() and any(directory.iterdir()):
             print(f"refusing to wipe {directory}: it does not look like a sandbox dir")
@@ -255,7 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("demo-up", help="start the demo Dovecot and fill the demo mailboxes")
     up.add_argument("dir", type=Path)
-    up.add_argument("--reset", action="store_true", help="wipe DIR first and refill")
+    up.add_argument(
+        "--reset", action="store_true", help="stop a running sandbox, wipe DIR and refill"
+    )
     down = sub.add_parser("demo-down", help="stop the demo Dovecot")
     down.add_argument("dir", type=Path)
     status = sub.add_parser("demo-status", help="exit 0 and print sandbox.json if running")
