@@ -270,8 +270,10 @@ def test_cli_preview_prints_the_mail_without_sending(
     assert main(["warn", "--config", config, "--account", "alice"]) == 0
     assert capsys.readouterr().out.strip() == "alice: sent warning 80%: crossed 80%"
     assert main(["warn", "--config", config, "--account", "alice"]) == 0
-    assert capsys.readouterr().out.strip().startswith(
-        "alice: none: already warned at 80%; next reminder "
+    assert (
+        capsys.readouterr()
+        .out.strip()
+        .startswith("alice: none: already warned at 80%; next reminder ")
     )
     assert len(env.sink.messages) == 1
     # after the warning, a preview shows no mail unless forced
