@@ -14,7 +14,7 @@ from quotawatch.mail.session import FolderSelection, MailboxSession, SearchQuery
 from quotawatch.model import VIRTUAL_FLAGS, VIRTUAL_NAMES, FolderInfo, Snapshot
 from quotawatch.retention.client_guard import guard_candidates
 from quotawatch.retention.planner import Limits, Plan, RuleSelection, age_cutoff, plan
-from quotawatch.retention.why import explain_empty
+from quotawatch.retention.why import count
 from quotawatch.state import State
 
 log = logging.getLogger(__name__)
@@ -144,3 +144,32 @@ def plan_account(
             per_folder.append(sel)
         selections.append(RuleSelection(name, tuple(per_folder), tuple(notes)))
     return plan(snapshot, selections, used, Limits.of(account, used), now)
+
+
+def explain_empty(
+    session: MailboxSession, query: SearchQuery, sel: FolderSelection
+) -> FolderSelection:
+    """``sel`` (which has no candidates) with a note when protections held back what the rule's
+    age and size would select. Costs one search (two with both protections), only here."""
+    if not (query.exclude_flagged or query.exclude_unseen):
+        return sel
+    bare = replace(query, exclude_flagged=False, exclude_unseen=False)
+    total = len(session.select_candidates(sel.folder, bare).candidates)
+    if total == 0:
+        return sel
+    if not query.exclude_flagged:
+        why = "all unseen (keep_unseen)"
+    elif not query.exclude_unseen:
+        why = "all flagged (keep_flagged)"
+    else:
+        unflagged = len(
+            session.select_candidates(sel.folder, replace(query, exclude_unseen=False)).candidates
+        )
+        if unflagged == total:
+            why = "all unseen (keep_unseen)"
+        elif unflagged == 0:
+            why = "all flagged (keep_flagged)"
+        else:
+            why = f"{total - unflagged} flagged and {unflagged} unseen (keep_flagged, keep_unseen)"
+    note = f"{sel.folder}: {count(total, 'candidate')}, {why}"
+    return replace(sel, notes=(*sel.notes, note))

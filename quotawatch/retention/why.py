@@ -1,15 +1,14 @@
 """Why a rule selected nothing in a folder, in one line ("Trash: 12 messages, none in this folder
-for 30 days"; "INBOX: 40 candidates, all unseen")."""
+for 30 days"; "INBOX: 40 candidates, all unseen"), over plain data."""
 
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 from quotawatch.config import Rule
-from quotawatch.mail.session import FolderSelection, MailboxSession, SearchQuery
+from quotawatch.mail.session import FolderSelection
 from quotawatch.units import format_size
 
 _AGE_WORDS = {
@@ -38,7 +37,7 @@ def criteria(rule: Rule) -> str:
     return " and ".join(parts) or "selected"
 
 
-def _count(n: int, word: str) -> str:
+def count(n: int, word: str) -> str:
     return f"1 {word}" if n == 1 else f"{n} {word}s"
 
 
@@ -50,37 +49,8 @@ def why_nothing(name: str, rule: Rule, fs: FolderSelection, taken: Collection[An
         return []
     free = [c for c in fs.candidates if (fs.folder, fs.uidvalidity, c.uid) not in taken]
     if fs.candidates and not free:
-        count = _count(len(fs.candidates), "candidate")
-        return [f"rule {name}: {fs.folder}: {count}, all planned by an earlier rule"]
+        many = count(len(fs.candidates), "candidate")
+        return [f"rule {name}: {fs.folder}: {many}, all planned by an earlier rule"]
     return [
-        f"rule {name}: {fs.folder}: {_count(fs.total_messages, 'message')}, none {criteria(rule)}"
+        f"rule {name}: {fs.folder}: {count(fs.total_messages, 'message')}, none {criteria(rule)}"
     ]
-
-
-def explain_empty(
-    session: MailboxSession, query: SearchQuery, sel: FolderSelection
-) -> FolderSelection:
-    """``sel`` (which has no candidates) with a note when protections held back what the rule's
-    age and size would select. Costs one search (two with both protections), only here."""
-    if not (query.exclude_flagged or query.exclude_unseen):
-        return sel
-    bare = replace(query, exclude_flagged=False, exclude_unseen=False)
-    total = len(session.select_candidates(sel.folder, bare).candidates)
-    if total == 0:
-        return sel
-    if not query.exclude_flagged:
-        why = "all unseen (keep_unseen)"
-    elif not query.exclude_unseen:
-        why = "all flagged (keep_flagged)"
-    else:
-        unflagged = len(
-            session.select_candidates(sel.folder, replace(query, exclude_unseen=False)).candidates
-        )
-        if unflagged == total:
-            why = "all unseen (keep_unseen)"
-        elif unflagged == 0:
-            why = "all flagged (keep_flagged)"
-        else:
-            why = f"{total - unflagged} flagged and {unflagged} unseen (keep_flagged, keep_unseen)"
-    note = f"{sel.folder}: {_count(total, 'candidate')}, {why}"
-    return replace(sel, notes=(*sel.notes, note))
