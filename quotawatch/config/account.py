@@ -94,6 +94,19 @@ class AccountFields(Strict):
     timeout: float = Field(
         60.0, gt=0, description="Seconds to wait for any server response.", examples=[60]
     )
+    command_timeout: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds one command may take from sending it to its complete answer, "
+        "however slowly the server trickles it.",
+        examples=[300],
+    )
+    job_timeout: float = Field(
+        1800.0,
+        gt=0,
+        description="Seconds one account's whole job (connect, check, plan, cleanup) may take.",
+        examples=[1800],
+    )
     rules: list[str] = Field(
         default_factory=list,
         description="Names of retention rules applied to this account.",

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from imapclient.datetime_util import parse_to_datetime
 from imapclient.response_parser import parse_fetch_response
 
+from quotawatch.mail.imap import fallback
 from quotawatch.mail.imap.syntax import uid_ranges
 from quotawatch.mail.imap.wire import (
     header_value,
@@ -92,9 +93,10 @@ def test_parse_fetch_equals_imapclient_with_and_without_literals() -> None:
         assert got is not None and got == reference(data)
 
 
-def test_parse_fetch_items_in_another_order_or_extra_items_still_parse() -> None:
+def test_items_in_another_order_or_extra_items_go_to_the_complete_parser() -> None:
     data = [b'1 (RFC822.SIZE 10 UID 4 FLAGS (\\Seen) INTERNALDATE "01-Mar-2024 10:00:00 +0100")']
-    got = parse_fetch(data, META[:2])
+    assert parse_fetch(data, META[:2]) is None
+    got = fallback.parse_fetch("acct", data, META[:2], [4])
     assert got == {4: {b"UID": 4, b"RFC822.SIZE": 10,
                        b"INTERNALDATE": datetime(2024, 3, 1, 9, 0, tzinfo=UTC)}}  # fmt: skip
 

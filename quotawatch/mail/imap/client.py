@@ -1,4 +1,4 @@
-"""The IMAPClient that takes its first capability list from the server's greeting, not a command."""
+"""The IMAPClient quotawatch uses: capabilities from the greeting, every read capped and deadline-bound."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import Any
 import imapclient
 from imapclient.imap4 import IMAP4WithTimeout
 from imapclient.tls import IMAP4_TLS
+
+from quotawatch.mail.limits import BoundedReader, BoundExceeded, Guard, drop, send
 
 
 class _GreetingCapabilities:
@@ -33,19 +35,76 @@ class _GreetingCapabilities:
         self.read_after_starttls = True
 
 
-class _Tls(_GreetingCapabilities, IMAP4_TLS):  # type: ignore[misc]
-    pass
+class _Bounded:
+    """imaplib's reads and writes (greeting, imapclient's commands, the lean reader in
+    ``wire``) through a :class:`BoundedReader`: lines, literals and answers capped, every
+    receive bound by the command's and the job's deadline. Passing a bound drops the connection."""
+
+    sock: Any
+    guard: Guard
+    abort: type[Exception]
+    _reader: BoundedReader | None = None
+
+    def _bounded(self) -> BoundedReader:
+        reader = self._reader
+        if reader is None or reader.sock is not self.sock:  # a new socket after STARTTLS
+            reader = self._reader = BoundedReader(self.sock, self.guard)
+        return reader
+
+    def readline(self) -> bytes:
+        try:
+            return self._bounded().readline()
+        except BoundExceeded:
+            drop(self.sock)
+            raise
+
+    def read(self, size: int) -> bytes:
+        try:
+            return self._bounded().read(size)
+        except BoundExceeded:
+            drop(self.sock)
+            raise
+
+    def send(self, data: bytes) -> None:
+        try:
+            send(self.sock, self.guard, data)
+        except BoundExceeded:
+            drop(self.sock)
+            raise
+
+    def _get_line(self) -> bytes:
+        """imaplib's, without its copy of the last lines (a repr of up to MAX_LINE bytes each)."""
+        line = self.readline()
+        if not line:
+            raise self.abort("socket error: EOF")
+        if not line.endswith(b"\r\n"):
+            raise self.abort("socket error: unterminated line")
+        return line[:-2]
 
 
-class _Plain(_GreetingCapabilities, IMAP4WithTimeout):  # type: ignore[misc]
-    pass
+class _Tls(_Bounded, _GreetingCapabilities, IMAP4_TLS):  # type: ignore[misc]
+    def __init__(self, host: str, port: int, ctx: Any, timeout: Any, guard: Guard) -> None:
+        self.guard = guard
+        super().__init__(host, port, ctx, timeout)
+
+
+class _Plain(_Bounded, _GreetingCapabilities, IMAP4WithTimeout):  # type: ignore[misc]
+    def __init__(self, host: str, port: int, timeout: Any, guard: Guard) -> None:
+        self.guard = guard
+        super().__init__(host, port, timeout)
 
 
 class GreetingClient(imapclient.IMAPClient):  # type: ignore[misc]
-    """IMAPClient whose imaplib object takes the capabilities from the greeting."""
+    """IMAPClient whose imaplib object takes the capabilities from the greeting and reads
+    everything under ``guard`` (the greeting's deadline starts when the connection does)."""
+
+    def __init__(self, host: str, *, guard: Guard, **kwargs: Any) -> None:
+        self.guard = guard
+        super().__init__(host, **kwargs)
 
     def _create_IMAP4(self) -> imaplib.IMAP4:
         timeout = getattr(self._timeout, "connect", None)
+        self.guard.start_command()  # the greeting is the first answer
         if self.ssl:
-            return _Tls(self.host, self.port, self.ssl_context, timeout)
-        return _Plain(self.host, self.port, timeout)
+            return _Tls(self.host, self.port, self.ssl_context, timeout, self.guard)
+        return _Plain(self.host, self.port, timeout, self.guard)

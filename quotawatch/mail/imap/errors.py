@@ -15,8 +15,10 @@ from quotawatch.errors import (
     LoginRefused,
     MailboxError,
     ProtocolError,
+    ServerTimeout,
     transport_error,
 )
+from quotawatch.mail.limits import DeadlineExceeded, LimitExceeded
 
 
 def text(value: Any) -> str:
@@ -30,7 +32,7 @@ def reason(exc: BaseException) -> str:
     words = text(exc.args[0] if exc.args else exc).strip()
     if len(words) > 2 and words[:2] in ("b'", 'b"') and words[-1] == words[1]:
         words = words[2:-1]
-    return words[:300]
+    return "".join(c if c.isprintable() else " " for c in words[:300])
 
 
 @contextlib.contextmanager
@@ -40,11 +42,17 @@ def translate_errors(account: str, doing: str) -> Iterator[None]:
         yield
     except MailboxError:
         raise
+    except DeadlineExceeded as exc:
+        raise ServerTimeout(account, f"{doing}: {exc}") from None
+    except LimitExceeded as exc:
+        raise ProtocolError(account, f"{doing}: {exc}") from None
     except (OSError, EOFError) as exc:  # sockets and TLS
         raise transport_error(account, doing, exc) from None
     except LoginError as exc:
         raise AuthError(account, f"login refused: {reason(exc)}") from None
     except IMAPClientAbortError as exc:  # a BYE or a broken stream: the session is gone
+        if reason(exc).startswith("unexpected response"):  # not IMAP (e.g. a garbage greeting)
+            raise ProtocolError(account, f"{doing}: {reason(exc)}") from None
         raise ConnectError(account, f"connection lost ({doing}): {reason(exc)}") from None
     except IMAPClientError as exc:
         raise ProtocolError(account, f"server refused ({doing}): {reason(exc)}") from None

@@ -7,12 +7,12 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from imapclient.response_parser import parse_fetch_response
-
 from quotawatch.errors import CapabilityMissing, ProtocolError, SafetyStop
+from quotawatch.mail.imap import fallback
 from quotawatch.mail.imap import wire as imap_wire
 from quotawatch.mail.imap.errors import translate_errors
 from quotawatch.mail.imap.syntax import chunks, uid_ranges
+from quotawatch.mail.limits import body_allowance
 from quotawatch.mail.session import Candidate, FolderSelection, MessageMeta, SearchQuery
 
 DELETED = b"\\Deleted"
@@ -71,10 +71,10 @@ class RetentionOps:
         for name in _NOISE:
             self.client._imap.untagged_responses.pop(name, None)
 
-    def _run(self, name: str, line: bytes, *want: bytes) -> dict[bytes, list[Any]]:
+    def _run(self, name: str, line: bytes, *want: bytes, body: int = 0) -> dict[bytes, list[Any]]:
         """One command line (arguments pre-quoted) through the lean reader; the untagged data
-        named in ``want``; NO/BAD raise."""
-        typ, text, got = imap_wire.command(self.client._imap, line, want)
+        named in ``want``; NO/BAD raise. ``body``: the largest message body it may return."""
+        typ, text, got = imap_wire.command(self.client._imap, line, want, body=body)
         if typ != "OK":
             self.client._checkok(name, typ, [text])
         return got
@@ -93,23 +93,24 @@ class RetentionOps:
         return uids
 
     def _fetch(self, uids: Iterable[int], items: Sequence[bytes]) -> dict[int, dict[bytes, Any]]:
-        """One chunked ``UID FETCH <ranges> (items)``; INTERNALDATE comes back as aware UTC."""
+        """One chunked ``UID FETCH <ranges> (items)``; INTERNALDATE comes back as aware UTC.
+
+        A message body (``BODY.PEEK[]``) may be only as large as the messages' RFC822.SIZE
+        (asked for first) plus slack; any other literal is small (see ``mail.limits``)."""
         wanted = sorted(set(uids))
         spec = b" (" + b" ".join(items) + b")"
-        keys = {i.replace(b".PEEK", b"") for i in items}
+        with_body = any(i.replace(b".PEEK", b"") == b"BODY[]" for i in items)
         result: dict[int, dict[bytes, Any]] = {}
         for part in chunks(wanted):
-            data = self._run("fetch", b"UID FETCH " + uid_ranges(part).encode() + spec, b"FETCH")[
-                b"FETCH"
-            ]
+            body = 0
+            if with_body:
+                sizes = self._fetch(part, [b"RFC822.SIZE"])
+                body = body_allowance(sum(int(v[b"RFC822.SIZE"]) for v in sizes.values()))
+            line = b"UID FETCH " + uid_ranges(part).encode() + spec
+            data = self._run("fetch", line, b"FETCH", body=body)[b"FETCH"]
             parsed = imap_wire.parse_fetch(data, items)
-            if parsed is None:  # anything unexpected: imapclient's complete (and slower) parser
-                slow = parse_fetch_response(data, normalise_times=False, uid_is_key=True)
-                # an entry without every item is an unsolicited FETCH keyed by sequence number
-                parsed = {int(u): dict(v) for u, v in slow.items() if keys <= v.keys()}
-                for v in parsed.values():
-                    if b"INTERNALDATE" in v:
-                        v[b"INTERNALDATE"] = _aware(v[b"INTERNALDATE"])
+            if parsed is None:  # anything unexpected: each response through the complete parser
+                parsed = fallback.parse_fetch(self.account, data, items, part)
             part_set = set(part)
             result.update({u: v for u, v in parsed.items() if u in part_set})
         return result

@@ -10,17 +10,18 @@ from typing import Any
 
 import imapclient
 from imapclient.imap_utf7 import decode as decode_utf7
-from imapclient.response_parser import parse_response
 from pydantic import SecretStr
 
 from quotawatch.config import Account, TlsMode
 from quotawatch.errors import CapabilityMissing, CredentialsNotSent, TLSError
+from quotawatch.mail.imap import fallback
 from quotawatch.mail.imap import wire as imap_wire
 from quotawatch.mail.imap.client import GreetingClient
 from quotawatch.mail.imap.errors import login_errors, translate_errors
 from quotawatch.mail.imap.errors import text as _text
 from quotawatch.mail.imap.retention import RetentionOps
 from quotawatch.mail.imap.syntax import chunks, quote_mailbox
+from quotawatch.mail.limits import Guard
 from quotawatch.mail.tls import tls_context
 from quotawatch.model import FolderInfo, QuotaResource, special_use
 
@@ -50,14 +51,19 @@ class ImapSession(RetentionOps):
 
     # ------------------------------------------------------------------ connection
     @classmethod
-    def connect(cls, account: Account, password: SecretStr) -> ImapSession:
-        """Connect, secure the link as configured, log in, and re-read capabilities."""
+    def connect(
+        cls, account: Account, password: SecretStr, *, job_end: float | None = None
+    ) -> ImapSession:
+        """Connect, secure the link as configured, log in, and re-read capabilities. Every read
+        is capped and bound by ``command_timeout`` and ``job_timeout`` (the job ending at
+        ``job_end``, a :func:`time.monotonic` value, when it began before this connection)."""
         name = account.name
         timeout = imapclient.SocketTimeout(connect=account.connect_timeout, read=account.timeout)
         ctx = tls_context(account.ca_file) if account.tls is not TlsMode.none else None
         with translate_errors(name, f"connect to {account.host}:{account.effective_port}"):
             client = GreetingClient(
                 account.host,
+                guard=Guard.for_account(account, job_end),
                 port=account.effective_port,
                 ssl=account.tls is TlsMode.implicit,
                 ssl_context=ctx if account.tls is TlsMode.implicit else None,
@@ -148,9 +154,9 @@ class ImapSession(RetentionOps):
             )
         raw = [r for r in got[b"QUOTA"] if r]
         quotas = imap_wire.parse_quota(raw)
-        if quotas is None:  # anything unusual: imapclient's general parser
+        if quotas is None:  # anything unusual: imapclient's general parser, response by response
             quotas = []
-            for root, triples in _pairs(parse_response(raw)):
+            for root, triples in fallback.parse_pairs(self.account, "QUOTA", got[b"QUOTA"]):
                 items = list(triples)
                 quotas.append((root, [
                     (_text(items[k]).upper(), int(items[k + 1]), int(items[k + 2]))
@@ -198,21 +204,25 @@ class ImapSession(RetentionOps):
             b"LIST",
             b"STATUS",
         )
-        lists = [x for x in got[b"LIST"] if x not in (b"", None)]
-        statuses = [x for x in got[b"STATUS"] if x not in (b"", None)]
+        lists, statuses = got[b"LIST"], got[b"STATUS"]
         sizes: dict[str, tuple[int, int]] = {}
         fast = imap_wire.parse_status(statuses)
-        status_items = fast if fast is not None else _pairs(parse_response(statuses))
+        status_items = (
+            fast if fast is not None else fallback.parse_pairs(self.account, "STATUS", statuses)
+        )
         for raw_name, items in status_items:
-            values = items if isinstance(items, dict) else dict(_pairs(items))
+            values = (
+                items
+                if isinstance(items, dict)
+                else {_text(k).upper().encode(): v for k, v in _pairs(items)}
+            )
             sizes[_mailbox_name(raw_name)] = (
                 int(values.get(b"MESSAGES", 0)),
                 int(values.get(b"SIZE", 0)),
             )
-        listed = imap_wire.parse_list(lists)
-        if listed is None:
-            parsed = parse_response(lists)
-            listed = [(parsed[k], parsed[k + 2]) for k in range(0, len(parsed) - 2, 3)]
+        listed: list[tuple[Any, Any]] | None = imap_wire.parse_list(lists)
+        if listed is None:  # a literal, extended items, ...: each response on its own
+            listed = fallback.parse_list(self.account, lists)
         result = []
         for flags, raw_name in listed:
             upper = {_text(f).upper() for f in flags}
@@ -251,7 +261,8 @@ def _mailbox_name(raw: Any) -> str:
         return str(raw)
     if isinstance(raw, bytes):
         if b"&" not in raw and raw.isascii():  # modified UTF-7 shifts only with "&"
-            return raw.decode("ascii")
+            name = raw.decode("ascii")
+            return "INBOX" if len(name) == 5 and name.upper() == "INBOX" else name
         return str(decode_utf7(raw))
     return str(raw)
 

@@ -11,32 +11,37 @@ from typing import Any
 
 from imapclient.datetime_util import parse_to_datetime
 
+from quotawatch.mail.limits import Guard
+
 _CRLF = b"\r\n"
 _LITERAL = re.compile(rb"\{(\d+)\}\Z")
 _MONTHS = {m: i for i, m in enumerate(
     (b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov", b"dec"), 1
 )}  # fmt: skip
+_FLAGS_ONLY = re.compile(rb"\d+ \(FLAGS \([^()\"{}]*\)(?: MODSEQ \(\d+\))?\)\Z")
 _IDATE = re.compile(rb"( ?\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([-+])(\d\d)(\d\d)")
-_START = re.compile(rb"\d+ \(")
-_ITEM = re.compile(
-    rb'(UID|RFC822\.SIZE|INTERNALDATE|SAVEDATE|BODY\[[^\]]*\]) (\d+|"[^"\\]*"|NIL|\{\d+\})'
-)
 
 
 def command(
-    imap: imaplib.IMAP4, line: bytes, want: Sequence[bytes]
+    imap: imaplib.IMAP4, line: bytes, want: Sequence[bytes], *, body: int = 0
 ) -> tuple[str, str, dict[bytes, list[Any]]]:
     """Send one command line and read its whole response with far less per-line work than
     imaplib: returns (OK/NO/BAD, the tagged text, {name: data}) for the untagged responses named
     in ``want``, each data item in imaplib's form (``b"12 (UID 5 ...)"``, or ``(head, literal)``
     followed by the line's rest). Other untagged responses are read and dropped; a BYE or the end
-    of the stream raises ``imaplib.IMAP4.abort``. Never used for commands that need ``+``."""
+    of the stream raises ``imaplib.IMAP4.abort``. Never used for commands that need ``+``.
+
+    Reads go through the connection's guard (``client.GreetingClient``): lines, literals and the
+    answer are capped; ``body`` is the largest message body this command may return."""
     tag: bytes = imap._new_tag()
     try:
         try:
             imap.send(tag + b" " + line + _CRLF)
         except OSError as exc:
             raise imap.abort(f"socket error: {exc}") from None
+        guard: Guard | None = getattr(imap, "guard", None)
+        if body and guard is not None:
+            guard.expect_body(body)
         return _read(imap, tag + b" ", want)
     finally:
         imap.tagged_commands.pop(tag, None)
@@ -54,7 +59,7 @@ def _read(
         line = line[:-2]
         if line.startswith(tagged):
             typ, _, text = line[len(tagged) :].partition(b" ")
-            return typ.decode("ascii", "replace"), text.decode("utf-8", "replace"), out
+            return typ.decode("ascii", "replace").upper(), text.decode("utf-8", "replace"), out
         if not line.startswith(b"* "):
             raise imap.abort(f"unexpected response: {line[:80]!r}")
         first, _, rest = line[2:].partition(b" ")
@@ -64,7 +69,7 @@ def _read(
         items = out.get(name)
         if items is None and not line.endswith(b"}"):  # most often: one "* n EXPUNGE" each
             if name == b"BYE":
-                raise imap.abort(f"server said BYE: {rest.decode('utf-8', 'replace')}")
+                raise imap.abort(f"server said BYE: {rest[:200].decode('utf-8', 'replace')}")
             continue
         data = (first + b" " + tail if tail else first) if numbered else rest
         while data.endswith(b"}") and (m := _LITERAL.search(data)) is not None:
@@ -147,46 +152,37 @@ def _shape(keys: tuple[bytes, ...]) -> re.Pattern[bytes] | None:
 
 
 def parse_fetch(data: Sequence[Any], items: Sequence[bytes]) -> dict[int, dict[bytes, Any]] | None:
-    """FETCH responses that carry only the items retention asks for, by UID; INTERNALDATE as an
-    aware UTC datetime. None when anything looks unusual (the caller then uses imapclient's
-    complete parser). Unsolicited FETCH responses (flag changes, no UID) are skipped."""
+    """FETCH responses that carry exactly the items retention asks for, in the order asked and
+    spelled as asked (as Dovecot answers), by UID; INTERNALDATE as an aware UTC datetime.
+
+    None as soon as one response has another shape (other order or case, quoted header field
+    names, a literal where a string was expected): the caller then parses
+    every response with the complete parser (``fallback.parse_fetch``). Never guesses."""
     keys = tuple(i.replace(b".PEEK", b"") for i in items)
-    wanted = {b"UID", *keys}
     shape = _shape(keys) if keys else None
-    messages: list[dict[bytes, Any]] = []
-    for part in data:
-        head, literal = part if isinstance(part, tuple) else (part, None)
-        if not isinstance(head, bytes):
-            return None
-        m = shape.match(head) if shape is not None else None
-        if m is not None:
-            uid, *values, paren = m.groups()
-            is_literal = values[-1][0] == 0x7B  # "{"
-            if is_literal is (literal is not None) and is_literal is (paren == b""):
-                msg = {b"UID": int(uid)}
-                for key, value in zip(keys, values, strict=True):
-                    msg[key] = _value(key, value, literal)
-                messages.append(msg)
-                continue
-        if head == b")" and messages:  # the rest of a line after its literal
-            continue
-        if _START.match(head):
-            messages.append({})
-        elif not messages:
-            return None
-        msg = messages[-1]
-        for m in _ITEM.finditer(head):
-            key, value = m.group(1), m.group(2)
-            if value[0] == 0x7B and literal is None:  # "{": a literal that is not there
-                return None
-            msg[key] = _value(key, value, literal)
+    if shape is None:
+        return None
     out: dict[int, dict[bytes, Any]] = {}
-    for msg in messages:
-        if b"UID" not in msg:
-            continue  # an unsolicited FETCH (another client changed flags)
-        uid = msg[b"UID"]
-        if not isinstance(uid, int) or not wanted <= msg.keys():
+    parts = iter(data)
+    for part in parts:
+        head, literal = part if isinstance(part, tuple) else (part, None)
+        m = shape.match(head) if isinstance(head, bytes) else None
+        if m is None:
+            if literal is None and isinstance(head, bytes) and _FLAGS_ONLY.match(head):
+                continue  # no UID: another client changed flags (RFC 3501 7.4.2), not ours
             return None
+        uid_raw, *values, paren = m.groups()
+        if literal is None:
+            if values[-1][:1] == b"{" or paren != b")":
+                return None
+        elif values[-1][:1] != b"{" or paren or next(parts, None) != b")":
+            return None  # the line after a literal must close the response, nothing else
+        uid = int(uid_raw)
+        if uid in out:
+            return None  # two answers for one UID: the complete parser merges them
+        msg: dict[bytes, Any] = {b"UID": uid}
+        for key, value in zip(keys, values, strict=True):
+            msg[key] = _value(key, value, literal)
         out[uid] = msg
     return out
 

@@ -18,6 +18,7 @@ from quotawatch.errors import (
     SafetyStop,
     TLSError,
 )
+from quotawatch.mail.limits import Guard, body_allowance
 from quotawatch.mail.pop3.wire import (
     MessageIndex,
     Pop3Client,
@@ -66,14 +67,22 @@ class Pop3Session:
 
     # ------------------------------------------------------------------ connection
     @classmethod
-    def connect(cls, account: Account, password: SecretStr) -> Pop3Session:
-        """Connect, secure the link as configured (STLS refused before credentials), log in."""
+    def connect(
+        cls, account: Account, password: SecretStr, *, job_end: float | None = None
+    ) -> Pop3Session:
+        """Connect, secure the link as configured (STLS refused before credentials), log in.
+        Reads are capped and bound by ``command_timeout`` and ``job_timeout`` (see
+        ``mail.limits``; ``job_end`` carries over the deadline of a job begun earlier)."""
         name = account.name
         ctx = tls_context(account.ca_file)
         implicit = ctx if account.tls is TlsMode.implicit else None
         with translate_errors(name, f"connect to {account.host}:{account.effective_port}"):
             client = Pop3Client(
-                account.host, account.effective_port, account.connect_timeout, implicit
+                account.host,
+                account.effective_port,
+                account.connect_timeout,
+                implicit,
+                Guard.for_account(account, job_end),
             )
         try:
             with translate_errors(name, "connect"):
@@ -157,7 +166,8 @@ class Pop3Session:
     def _stat(self) -> tuple[int, int]:
         """STAT; after commit() on a new connection, so the result shows what QUIT deleted."""
         if self._committed:
-            with Pop3Session.connect(self._config, self._password) as fresh:
+            job_end = self._client.guard.job_end
+            with Pop3Session.connect(self._config, self._password, job_end=job_end) as fresh:
                 return fresh._stat()
         with translate_errors(self.account, "STAT"):
             return self._live().stat()
@@ -180,7 +190,8 @@ class Pop3Session:
         imap_account = acct.model_copy(update={"protocol": "imap", "port": port})
         where = f"IMAP {acct.host}:{port}"
         try:
-            with ImapSession.connect(imap_account, self._password) as session:
+            job_end = self._client.guard.job_end
+            with ImapSession.connect(imap_account, self._password, job_end=job_end) as session:
                 resources, notes = session.quota()
         except CapabilityMissing:
             raise
@@ -302,7 +313,7 @@ class Pop3Session:
         if entry is None:
             raise ProtocolError(self.account, f"message {uid} is no longer on the server")
         with translate_errors(self.account, f"RETR {entry[0]}"):
-            lines = self._live().long(f"RETR {entry[0]}")
+            lines = self._live().long(f"RETR {entry[0]}", body_allowance(entry[1]))
         return b"".join(line + b"\r\n" for line in lines)
 
     def delete(self, folder: str, uidvalidity: int | None, uids: Sequence[int | str]) -> int:

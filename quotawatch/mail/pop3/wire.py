@@ -21,8 +21,18 @@ from quotawatch.errors import (
     LoginRefused,
     MailboxError,
     ProtocolError,
+    ServerTimeout,
     TemporaryServerError,
     transport_error,
+)
+from quotawatch.mail.limits import (
+    BoundedReader,
+    BoundExceeded,
+    DeadlineExceeded,
+    Guard,
+    LimitExceeded,
+    drop,
+    send,
 )
 
 #: Longest response line accepted. poplib's own limit (2048) is below real-world mail, whose
@@ -34,12 +44,24 @@ _CODE = re.compile(r"^-ERR\s*\[([A-Za-z0-9/-]+)\]")
 
 
 class Pop3Client(poplib.POP3):
-    """poplib's POP3 with implicit TLS by context, STLS, raw short/long commands and long lines."""
+    """poplib's POP3 with implicit TLS by context, STLS, raw short/long commands and long lines.
+
+    Every read (the greeting too) goes through a :class:`BoundedReader`: lines, the lines and
+    bytes of one answer are capped and each receive is bound by ``guard``'s deadlines; passing
+    a bound drops the connection (so no QUIT can follow, and nothing marked is deleted)."""
 
     def __init__(
-        self, host: str, port: int, timeout: float, implicit_tls: ssl.SSLContext | None
+        self,
+        host: str,
+        port: int,
+        timeout: float,
+        implicit_tls: ssl.SSLContext | None,
+        guard: Guard | None = None,
     ) -> None:
         self._implicit_tls = implicit_tls
+        self.guard = guard or Guard(timeout, timeout, timeout)
+        self.guard.start_command()  # the greeting is the first answer
+        self._reader: BoundedReader | None = None
         super().__init__(host, port, timeout)
         self._debugging = 0  # poplib's debug output would print AUTH and PASS lines
 
@@ -53,10 +75,18 @@ class Pop3Client(poplib.POP3):
             sock.close()
             raise
 
+    def _bounded(self) -> BoundedReader:
+        reader = self._reader
+        if reader is None or reader.sock is not self.sock:  # a new socket after STLS
+            reader = self._reader = BoundedReader(self.sock, self.guard, MAX_LINE)
+        return reader
+
     def _getline(self) -> tuple[bytes, int]:
-        line = self.file.readline(MAX_LINE + 1)
-        if len(line) > MAX_LINE:
-            raise poplib.error_proto(f"-ERR response line longer than {MAX_LINE} bytes")
+        try:
+            line = self._bounded().readline()
+        except BoundExceeded:
+            drop(self.sock)
+            raise
         if not line:
             raise EOFError("the server closed the connection")
         if line.endswith(b"\r\n"):
@@ -65,9 +95,20 @@ class Pop3Client(poplib.POP3):
             return line[1:-1], len(line)
         return line[:-1], len(line)
 
+    def _put(self, data: bytes) -> None:
+        try:
+            send(self.sock, self.guard, data)
+        except BoundExceeded:
+            drop(self.sock)
+            raise
+
+    def _putline(self, line: bytes) -> None:
+        """poplib's commands (USER, PASS, STAT, DELE, QUIT) go out here."""
+        self._put(line + b"\r\n")
+
     def send(self, line: str) -> None:
         """Send one command line (never logged anywhere)."""
-        self.sock.sendall(line.encode("utf-8") + b"\r\n")
+        self._put(line.encode("utf-8") + b"\r\n")
 
     def short(self, line: str) -> bytes:
         """Send a command, return its +OK (or SASL ``+``) line; raise error_proto on -ERR."""
@@ -77,14 +118,17 @@ class Pop3Client(poplib.POP3):
             raise poplib.error_proto(resp)
         return resp
 
-    def long(self, line: str) -> list[bytes]:
-        """Send a command with a multi-line answer; return its lines, dot-unstuffed."""
+    def long(self, line: str, body: int = 0) -> list[bytes]:
+        """Send a command with a multi-line answer; return its lines, dot-unstuffed. ``body``:
+        the answer may hold a message of this many bytes (RETR) beyond the usual caps."""
         self.short(line)
+        if body:
+            self.guard.expect_body(body)
         return self._body()
 
     def long_many(self, lines: Sequence[str]) -> list[list[bytes] | poplib.error_proto]:
         """Send several multi-line commands at once (RFC 2449 PIPELINING); read every answer."""
-        self.sock.sendall(b"".join(line.encode("utf-8") + b"\r\n" for line in lines))
+        self._put(b"".join(line.encode("utf-8") + b"\r\n" for line in lines))
         out: list[list[bytes] | poplib.error_proto] = []
         for _ in lines:
             resp, _ = self._getline()
@@ -160,6 +204,10 @@ def translate_errors(account: str, doing: str, *, login: bool = False) -> Iterat
         yield
     except MailboxError:
         raise
+    except DeadlineExceeded as exc:
+        raise ServerTimeout(account, f"{doing}: {exc}") from None
+    except LimitExceeded as exc:
+        raise ProtocolError(account, f"{doing}: {exc}") from None
     except poplib.error_proto as exc:
         raise server_error(account, doing, exc, login) from None
     except (OSError, EOFError) as exc:  # sockets and TLS
