@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from quotawatch.config import Account
+from quotawatch.errors import MailboxError, ProtocolError, ServerTimeout
 
 #: Longest line outside a literal. A plain SEARCH answer of ~1,000,000 UIDs fits; imaplib's own
 #: limit (1,000,000 bytes) fails a folder of ~170,000 messages.
@@ -51,6 +52,13 @@ class DeadlineExceeded(BoundExceeded):
         self.key = key
         what = "the account job" if key == "job_timeout" else "one command"
         super().__init__(f"{what} took longer than {key} ({seconds:g} s); connection dropped")
+
+
+def bound_error(account: str, doing: str, exc: BoundExceeded) -> MailboxError:
+    """The account's error for a passed bound: ServerTimeout for a deadline, else ProtocolError."""
+    if isinstance(exc, DeadlineExceeded):
+        return ServerTimeout(account, f"{doing}: {exc}")
+    return ProtocolError(account, f"{doing}: {exc}")
 
 
 class Guard:

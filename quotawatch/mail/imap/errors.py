@@ -15,10 +15,9 @@ from quotawatch.errors import (
     LoginRefused,
     MailboxError,
     ProtocolError,
-    ServerTimeout,
     transport_error,
 )
-from quotawatch.mail.limits import DeadlineExceeded, LimitExceeded
+from quotawatch.mail.limits import BoundExceeded, bound_error
 
 
 def text(value: Any) -> str:
@@ -42,10 +41,8 @@ def translate_errors(account: str, doing: str) -> Iterator[None]:
         yield
     except MailboxError:
         raise
-    except DeadlineExceeded as exc:
-        raise ServerTimeout(account, f"{doing}: {exc}") from None
-    except LimitExceeded as exc:
-        raise ProtocolError(account, f"{doing}: {exc}") from None
+    except BoundExceeded as exc:
+        raise bound_error(account, doing, exc) from None
     except (OSError, EOFError) as exc:  # sockets and TLS
         raise transport_error(account, doing, exc) from None
     except LoginError as exc:
@@ -67,6 +64,8 @@ def login_errors(account: str) -> Iterator[None]:
         yield
     except MailboxError:
         raise
+    except BoundExceeded as exc:  # names a size or a timeout, never what was sent
+        raise bound_error(account, "login", exc) from None
     except (OSError, EOFError) as exc:  # sockets and TLS: the operating system's words
         raise transport_error(account, "login", exc) from None
     except IMAPClientAbortError:

@@ -21,19 +21,10 @@ from quotawatch.errors import (
     LoginRefused,
     MailboxError,
     ProtocolError,
-    ServerTimeout,
     TemporaryServerError,
     transport_error,
 )
-from quotawatch.mail.limits import (
-    BoundedReader,
-    BoundExceeded,
-    DeadlineExceeded,
-    Guard,
-    LimitExceeded,
-    drop,
-    send,
-)
+from quotawatch.mail.limits import BoundedReader, BoundExceeded, Guard, bound_error, drop, send
 
 #: Longest response line accepted. poplib's own limit (2048) is below real-world mail, whose
 #: lines a RETR for an archive copy must pass through unchanged.
@@ -204,10 +195,8 @@ def translate_errors(account: str, doing: str, *, login: bool = False) -> Iterat
         yield
     except MailboxError:
         raise
-    except DeadlineExceeded as exc:
-        raise ServerTimeout(account, f"{doing}: {exc}") from None
-    except LimitExceeded as exc:
-        raise ProtocolError(account, f"{doing}: {exc}") from None
+    except BoundExceeded as exc:
+        raise bound_error(account, doing, exc) from None
     except poplib.error_proto as exc:
         raise server_error(account, doing, exc, login) from None
     except (OSError, EOFError) as exc:  # sockets and TLS
@@ -224,6 +213,8 @@ def login_errors(account: str) -> Iterator[None]:
         yield
     except MailboxError:
         raise
+    except BoundExceeded as exc:  # names a size or a timeout, never what was sent
+        raise bound_error(account, "login", exc) from None
     except poplib.error_proto as exc:
         refused = LoginRefused(account, server_words(exc))
         if refused.code in TEMPORARY_CODES:
