@@ -186,15 +186,13 @@ class BoundedReader:
         return self._file.read(self.guard.literal(size))
 
 
-def send(sock: socket.socket, guard: Guard, data: bytes) -> None:
-    """Send a command: its deadline and caps start now; the send itself is bound by them."""
+def start_send(sock: socket.socket, guard: Guard) -> float:
+    """Before sending a command: its deadline and caps start now, and the send may wait no
+    longer than they allow. Returns that wait (for :meth:`Guard.timed_out`)."""
     guard.start_command()
     wait = guard.timeout()
     sock.settimeout(wait)
-    try:
-        sock.sendall(data)
-    except TimeoutError:
-        raise guard.timed_out(wait) or TimeoutError("timed out") from None
+    return wait
 
 
 def drop(sock: socket.socket | None) -> None:

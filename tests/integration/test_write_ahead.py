@@ -113,12 +113,12 @@ def test_link_lost_after_store_is_reconciled_next_run(tmp_path: Path, user: Any)
     session = ImapSession.connect(account, SecretStr(user.password))
     real_run = session._run
 
-    def cut_before_expunge(name: str, line: bytes, *want: bytes) -> Any:
+    def cut_before_expunge(name: str, line: bytes, *want: bytes, **kw: Any) -> Any:
         if line.startswith(b"UID EXPUNGE"):  # the STORE went through; then the link breaks
             # on our side, so the server never sees UID EXPUNGE (a server-side kick is a signal
             # that may arrive only after the server has run the command)
             session.client._imap.sock.shutdown(socket.SHUT_RDWR)
-        return real_run(name, line, *want)
+        return real_run(name, line, *want, **kw)
 
     session._run = cut_before_expunge  # type: ignore[method-assign]
     state = State(config.state_dir)

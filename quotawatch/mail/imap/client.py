@@ -9,7 +9,7 @@ import imapclient
 from imapclient.imap4 import IMAP4WithTimeout
 from imapclient.tls import IMAP4_TLS
 
-from quotawatch.mail.limits import BoundedReader, BoundExceeded, Guard, drop, send
+from quotawatch.mail.limits import BoundedReader, BoundExceeded, Guard, drop, start_send
 
 
 class _GreetingCapabilities:
@@ -67,7 +67,11 @@ class _Bounded:
 
     def send(self, data: bytes) -> None:
         try:
-            send(self.sock, self.guard, data)
+            wait = start_send(self.sock, self.guard)
+            try:
+                super().send(data)  # type: ignore[misc]
+            except TimeoutError:
+                raise self.guard.timed_out(wait) or TimeoutError("timed out") from None
         except BoundExceeded:
             drop(self.sock)
             raise

@@ -24,7 +24,14 @@ from quotawatch.errors import (
     TemporaryServerError,
     transport_error,
 )
-from quotawatch.mail.limits import BoundedReader, BoundExceeded, Guard, bound_error, drop, send
+from quotawatch.mail.limits import (
+    BoundedReader,
+    BoundExceeded,
+    Guard,
+    bound_error,
+    drop,
+    start_send,
+)
 
 #: Longest response line accepted. poplib's own limit (2048) is below real-world mail, whose
 #: lines a RETR for an archive copy must pass through unchanged.
@@ -47,10 +54,10 @@ class Pop3Client(poplib.POP3):
         port: int,
         timeout: float,
         implicit_tls: ssl.SSLContext | None,
-        guard: Guard | None = None,
+        guard: Guard,
     ) -> None:
         self._implicit_tls = implicit_tls
-        self.guard = guard or Guard(timeout, timeout, timeout)
+        self.guard = guard
         self.guard.start_command()  # the greeting is the first answer
         self._reader: BoundedReader | None = None
         super().__init__(host, port, timeout)
@@ -88,7 +95,11 @@ class Pop3Client(poplib.POP3):
 
     def _put(self, data: bytes) -> None:
         try:
-            send(self.sock, self.guard, data)
+            wait = start_send(self.sock, self.guard)
+            try:
+                self.sock.sendall(data)
+            except TimeoutError:
+                raise self.guard.timed_out(wait) or TimeoutError("timed out") from None
         except BoundExceeded:
             drop(self.sock)
             raise
