@@ -27,28 +27,36 @@ def ca_file_problem(path: Path) -> str | None:
     return None
 
 
-def state_dir_problems(path: Path) -> Problems:
+def state_dir_problems(path: Path, loc: str = "state_dir") -> Problems:
     """Whether ``state_dir`` exists and takes a new file, or can be created (nothing is created)."""
+    problems = _dir_problems(path, loc)
+    if problems or not path.exists():
+        return problems
+    for name in ("state.sqlite3", "audit.jsonl"):
+        file = path / name
+        if file.exists() and not os.access(file, os.R_OK | os.W_OK):
+            return [(loc, f"cannot write {file}: permission denied")]
+    return []
+
+
+def _dir_problems(path: Path, loc: str) -> Problems:
+    """Whether the folder ``path`` takes a new file, or can be created (nothing is created)."""
     if path.exists():
         if not path.is_dir():
-            return [("state_dir", f"{path} is not a directory")]
+            return [(loc, f"{path} is not a directory")]
         try:
             with tempfile.TemporaryFile(dir=path, prefix=".qw-check-"):
                 pass
         except OSError as exc:
-            return [("state_dir", f"cannot write in {path}: {exc.strerror or exc}")]
-        for name in ("state.sqlite3", "audit.jsonl"):
-            file = path / name
-            if file.exists() and not os.access(file, os.R_OK | os.W_OK):
-                return [("state_dir", f"cannot write {file}: permission denied")]
+            return [(loc, f"cannot write in {path}: {exc.strerror or exc}")]
         return []
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        return [("state_dir", f"cannot create {path}: {parent} is not a directory")]
+        return [(loc, f"cannot create {path}: {parent} is not a directory")]
     if not os.access(parent, os.W_OK | os.X_OK):
-        return [("state_dir", f"cannot create {path}: no permission to write in {parent}")]
+        return [(loc, f"cannot create {path}: no permission to write in {parent}")]
     return []
 
 
@@ -114,6 +122,10 @@ def file_problems(config: Config) -> Problems:
             why = ca_file_problem(ca_file)
             if why:
                 problems.append((f"{loc}.ca_file", why))
+    for name, rule in config.rules.items():
+        if rule.archive_dir:  # the part before {account} must take new folders
+            fixed = Path(rule.archive_dir.split("{account}")[0] or ".")
+            problems += _dir_problems(fixed, f"rules.{name}.archive_dir")
     m = config.metrics
     problems += _readable("metrics.tls_cert_file", m.tls_cert_file)
     problems += _readable("metrics.tls_key_file", m.tls_key_file, private=True)

@@ -29,6 +29,7 @@ from quotawatch.service.jobs import JobResult, run_account
 from quotawatch.service.metrics import Counters, Histogram, StateCollector
 from quotawatch.service.stop import SessionRegistry
 from quotawatch.state import State
+from quotawatch.units import format_percent
 from quotawatch.warnings.notify import WarnHook
 
 log = logging.getLogger(__name__)
@@ -239,7 +240,7 @@ class Daemon:
             ratio = report.snapshot.usage_ratio
             plan = "" if result.plan is None else f", plan frees {result.plan.pending_bytes} bytes"
             log.info("account=%s checked in %.2fs: usage %s, %d folders%s", name,
-                     report.duration_seconds, "-" if ratio is None else f"{ratio:.1%}",
+                     report.duration_seconds, format_percent(ratio),
                      len(report.snapshot.folders), plan)  # fmt: skip
 
     # ------------------------------------------------------------------ reload and stop

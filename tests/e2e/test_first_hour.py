@@ -104,7 +104,11 @@ def test_config_check_catches_everything_knowable_without_a_server(tmp_path: Pat
 
     # with the schema fixed, every file problem is reported at once
     data = yaml.safe_load(path.read_text())
-    data["rules"] = {"trash": {"folders": ["Trash"], "older_than": "30d"}}
+    data["rules"] = {
+        "trash": {"folders": ["Trash"], "older_than": "30d"},
+        "keep": {"folders": ["Sent"], "older_than": "52w", "action": "archive",
+                 "archive_dir": str(blocker / "archive" / "{account}")},
+    }  # fmt: skip
     data["schedule"] = {"interval": "1m"}
     path.write_text(yaml.safe_dump(data))
     result = quotawatch("config", "check", str(path))
@@ -117,6 +121,8 @@ def test_config_check_catches_everything_knowable_without_a_server(tmp_path: Pat
         f"{path}: accounts[0].ca_file: cannot read {tmp_path / 'missing-ca.pem'}: "
         "No such file or directory",
         f"{path}: accounts[1].ca_file: {not_pem} holds no PEM CA certificate",
+        f"{path}: rules.keep.archive_dir: cannot create {blocker / 'archive'}: "
+        f"{blocker} is not a directory",
         f"{path}: metrics.basic_auth_password_file: password_file {metrics_pw}: readable or "
         "writable by group or others (mode 0644); run chmod 600 on it",
     ]
