@@ -75,9 +75,11 @@ example:
         "send (or preview) the quota warning mail",
         """Check each account and decide, as the daemon does, whether a warning, reminder or
         all-clear mail is due; send it now. With --preview nothing is sent: print the mail if
-        one is due, else one line saying why none is (no warning due (79.9 %, below 80 %));
-        --force prints the mail anyway.""",
-        f"""{EXIT_CODES}
+        one is due, else one line saying why none is; --force prints the mail anyway.""",
+        f"""preview without a mail due, for example:
+  alice: no warning due (79.9 %, below 80 %) (from the live check)
+
+{EXIT_CODES}
 
 examples:
   quotawatch warn --config /etc/quotawatch/quotawatch.yaml --account alice --preview
