@@ -118,10 +118,16 @@ class Guard:
             return DeadlineExceeded("job_timeout", self.job_timeout)
         return DeadlineExceeded("command_timeout", self.command_timeout)
 
-    def line(self, line: bytes) -> bytes:
+    def line(self, line: bytes, max_line: int = MAX_LINE) -> bytes:
         """Count one line read (with its CRLF) against the caps; refuse an absurd literal size."""
         self.lines_left -= 1
         self.bytes_left -= len(line)
+        return self.check(line, max_line)
+
+    def check(self, line: bytes, max_line: int) -> bytes:
+        """The caps on a line already counted (see :meth:`line`)."""
+        if len(line) > max_line:
+            raise LimitExceeded(f"a line longer than {max_line} bytes")
         if self.lines_left < 0:
             raise LimitExceeded(f"an answer of more than {MAX_LINES} lines")
         if self.bytes_left < 0:
@@ -173,13 +179,24 @@ class BoundedReader:
         self.guard = guard
         self.max_line = max_line
         self._file = io.BufferedReader(_DeadlineIO(sock, guard), 1 << 16)
+        self._readline = self._file.readline
+        self._limit = max_line + 1
 
     def readline(self) -> bytes:
-        """One line with its line end (b"" at EOF); a longer line than ``max_line`` raises."""
-        line = self._file.readline(self.max_line + 1)
-        if len(line) > self.max_line:
-            raise LimitExceeded(f"a line longer than {self.max_line} bytes")
-        return self.guard.line(line)
+        """One line with its line end (b"" at EOF); a longer line than ``max_line`` raises.
+        (:meth:`Guard.line` inlined: this runs for every line of every answer.)"""
+        line = self._readline(self._limit)
+        guard = self.guard
+        guard.lines_left -= 1
+        guard.bytes_left -= len(line)
+        if (
+            guard.lines_left < 0
+            or guard.bytes_left < 0
+            or len(line) > self.max_line
+            or line.endswith(b"}\r\n")
+        ):
+            guard.check(line, self.max_line)
+        return line
 
     def read(self, size: int) -> bytes:
         """Exactly ``size`` bytes of an announced literal (fewer only at EOF)."""

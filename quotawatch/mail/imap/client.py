@@ -52,8 +52,11 @@ class _Bounded:
         return reader
 
     def readline(self) -> bytes:
+        reader = self._reader
+        if reader is None or reader.sock is not self.sock:
+            reader = self._bounded()
         try:
-            return self._bounded().readline()
+            return reader.readline()
         except BoundExceeded:
             drop(self.sock)
             raise
