@@ -141,7 +141,10 @@ def test_hostile_server_fails_alone_in_bounded_time_and_memory(
 
 
 @pytest.mark.parametrize(
-    "hostile", [("imap", "trickle", "after-login", False)], indirect=True, ids=["imap"]
+    "hostile",
+    [("imap", "trickle", "after-login", False), ("pop3", "trickle", "after-login", True)],
+    indirect=True,
+    ids=["imap", "pop3-tls"],
 )
 def test_job_deadline_ends_a_server_that_answers_every_command_slowly(
     tmp_path: Path, user: Any, hostile: HostileServer, capsys: Any
