@@ -184,6 +184,19 @@ class StateError(QuotawatchError):
         super().__init__(f"{account}: cannot write {path} ({why}); nothing changed on the server")
 
 
+class ClockError(QuotawatchError):
+    """Raised when the local clock is not plausible by the server's evidence; cleanup stops, checks go on."""
+
+    reason = "clock"
+
+    def __init__(self, account: str, problem: str) -> None:
+        self.account = account
+        super().__init__(
+            f"{account}: {problem}; cleanup stopped, nothing planned or deleted "
+            f"(checks and warnings go on; fix the clock, e.g. NTP)"
+        )
+
+
 class MailError(QuotawatchError):
     """Raised when a warning mail was not accepted by the SMTP server; names the server, never the password."""
 

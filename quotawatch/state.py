@@ -162,6 +162,27 @@ class State:
                 known.update({row[3]: now_ts for row in new})
         return {keys[k]: _dt(v) for k, v in known.items()}
 
+    # ------------------------------------------------------------------ clock evidence
+    def clock_evidence(self, account: str) -> tuple[datetime | None, datetime | None]:
+        """(newest arrival stamp seen, local time of the last run with a plausible clock)."""
+        raw = self.get(f"clock:{account}")
+        data = json.loads(raw) if raw else {}
+
+        def at(key: str) -> datetime | None:
+            value = data.get(key)
+            return _dt(value) if isinstance(value, int | float) else None
+
+        return at("newest_stamp"), at("last_run")
+
+    def set_clock_evidence(
+        self, account: str, newest_stamp: datetime | None, last_run: datetime | None
+    ) -> None:
+        data = {
+            "newest_stamp": _ts(newest_stamp) if newest_stamp else None,
+            "last_run": _ts(last_run) if last_run else None,
+        }
+        self.put(f"clock:{account}", json.dumps(data))
+
     # ------------------------------------------------------------------ warning state
     def warning_state(self, account: str) -> dict[str, Any] | None:
         rows = self._query("SELECT data FROM warning_state WHERE account = ?", (account,))

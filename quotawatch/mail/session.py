@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from pydantic import SecretStr
@@ -19,6 +19,8 @@ class SearchQuery:
 
     ``before`` is compared with the date named by ``age``: ``saved`` (time in this folder),
     ``received`` (INTERNALDATE) or ``sent`` (Date header). ``None`` means no age limit.
+    ``older`` asks the server's own clock as well (IMAP WITHIN ``OLDER``, on INTERNALDATE) where
+    it offers that: a message younger than this on arrival by the server's clock is no candidate.
     """
 
     before: datetime | None = None
@@ -26,6 +28,7 @@ class SearchQuery:
     larger_than: int | None = None
     exclude_flagged: bool = True
     exclude_unseen: bool = False
+    older: timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,10 @@ class Candidate:
     uid: int | str
     size: int
     date: datetime | None
+    #: the message's CONDSTORE mod-sequence when it was selected (None: the server keeps none)
+    modseq: int | None = None
+    #: when it arrived (INTERNALDATE; POP3: first seen), for ``keep_newer_than``; None: unknown
+    arrived: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,28 @@ class FolderSelection:
     all_uids: tuple[int | str, ...] = ()
     #: why nothing (or less) could be selected, e.g. a POP3 mailbox without usable UIDLs
     notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Keep:
+    """What must still hold when a planned message is removed, else it stays where it is: the
+    rule's protections, re-checked on the server, and each UID's mod-sequence at planning time
+    (CONDSTORE), which any later change to the message raises."""
+
+    flagged: bool = False
+    unseen: bool = False
+    modseqs: Mapping[int | str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClockProbe:
+    """The server's clock measured on one message: its arrival ``stamp`` (INTERNALDATE, set by the
+    server's clock) and, where the server offers WITHIN, how the server itself judged the local
+    clock: ``ahead``/``behind`` by more than the slack asked for (None: not asked)."""
+
+    stamp: datetime
+    ahead: bool | None = None
+    behind: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -88,12 +117,26 @@ class MailboxSession(Protocol):
 
     def fetch_message(self, folder: str, uidvalidity: int | None, uid: int | str) -> bytes: ...
 
-    def delete(self, folder: str, uidvalidity: int | None, uids: Sequence[int | str]) -> int:
-        """Remove exactly these messages; return how many were removed."""
+    def delete(
+        self,
+        folder: str,
+        uidvalidity: int | None,
+        uids: Sequence[int | str],
+        keep: Keep | None = None,
+        kept: MutableMapping[int | str, str] | None = None,
+    ) -> int:
+        """Remove exactly these messages, except those ``keep`` protects now; return how many were
+        removed. Each UID left in place because of ``keep`` is entered in ``kept`` with why."""
         ...
 
     def move(
-        self, folder: str, uidvalidity: int | None, uids: Sequence[int | str], target: str
+        self,
+        folder: str,
+        uidvalidity: int | None,
+        uids: Sequence[int | str],
+        target: str,
+        keep: Keep | None = None,
+        kept: MutableMapping[int | str, str] | None = None,
     ) -> int: ...
 
     def marked_deleted(
@@ -106,6 +149,10 @@ class MailboxSession(Protocol):
         self, folder: str, uidvalidity: int | None, uids: Sequence[int | str]
     ) -> None:
         """Take ``\\Deleted`` off exactly these messages (POP3: nothing to do)."""
+        ...
+
+    def clock_probe(self, folder: str, now: datetime, slack: timedelta) -> ClockProbe | None:
+        """The server's view of the time on one message of ``folder``; None if it has none."""
         ...
 
     def commit(self) -> None:

@@ -107,12 +107,16 @@ class _Run:
         t.kept[why] += len(entries)
         self.journal.settle(self.plan.account, with_status(entries, "kept", why))
 
-    def remove(self, a: PlannedAction, uids: Sequence[int | str]) -> int:
+    def remove(
+        self, a: PlannedAction, uids: Sequence[int | str], kept: dict[int | str, str] | None = None
+    ) -> int:
+        """Delete or move; the plan's protections and mod-sequences go along (``kept``: why a
+        UID was left in place on purpose)."""
         s = self.session
         target = a.action[5:] if a.action.startswith("move:") else None
         if target is not None:
-            return s.move(a.folder, a.uidvalidity, uids, target)
-        return s.delete(a.folder, a.uidvalidity, uids)
+            return s.move(a.folder, a.uidvalidity, uids, target, a.keep, kept)
+        return s.delete(a.folder, a.uidvalidity, uids, a.keep, kept)
 
     def action(self, a: PlannedAction) -> None:
         s, kind = self.session, _kind(a.action)
@@ -145,9 +149,10 @@ class _Run:
                     paths[uid] = archive.store(a.folder, data, meta[uid].internaldate)
             journaled = self.entries(a, [meta[u] for u in present], paths)
             self.journal.intend(self.plan.account, journaled)  # StateError: nothing touched
+            kept: dict[int | str, str] = {}  # changed or protected since the plan: left alone
             try:
                 removed = present
-                if self.remove(a, present) != len(present):  # someone else was faster
+                if self.remove(a, present, kept) != len(present):  # faster, or left alone
                     still = s.message_meta(a.folder, a.uidvalidity, present)
                     removed = [u for u in present if u not in still]
             except ShuttingDown:  # refused before sending anything
@@ -166,15 +171,13 @@ class _Run:
                 gone = set(removed)
                 t.count += len(removed)
                 t.size += sum(meta[u].size for u in removed)
-                self.settle(
-                    [e for e in journaled if e["uid"] in gone],
-                    with_status(
-                        [e for e in journaled if e["uid"] not in gone],
-                        "kept",
-                        "still on the server after the command",
-                    ),
-                )
-                t.kept["still on the server after the command"] += len(present) - len(removed)
+                stayed: list[dict[str, Any]] = []
+                for e in journaled:
+                    if e["uid"] not in gone:
+                        why = kept.get(e["uid"], "still on the server after the command")
+                        stayed += with_status([e], "kept", why)
+                        t.kept[why] += 1
+                self.settle([e for e in journaled if e["uid"] in gone], stayed)
             if self.progress is not None:
                 word = "marked for deletion" if deferred else _PAST[kind]
                 self.progress(

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from quotawatch.config import AccountFields, Rule
-from quotawatch.mail.session import Candidate, FolderSelection
+from quotawatch.mail.session import Candidate, FolderSelection, Keep
 from quotawatch.model import QuotaResource, Snapshot
 from quotawatch.retention.why import why_nothing
 from quotawatch.units import format_percent
@@ -61,6 +61,17 @@ class PlannedAction:
     uidvalidity: int | None
     bytes: int
     archive_dir: str | None = None
+    #: the rule's protections, re-checked on the server just before the removal
+    keep_flagged: bool = True
+    keep_unseen: bool = False
+    #: each UID's mod-sequence when planned (same order as ``uids``); empty without CONDSTORE
+    modseqs: tuple[int, ...] = ()
+
+    @property
+    def keep(self) -> Keep:
+        """What must still hold at removal time for each UID (see MailboxSession.delete)."""
+        modseqs = dict(zip(self.uids, self.modseqs, strict=True)) if self.modseqs else {}
+        return Keep(self.keep_flagged, self.keep_unseen, modseqs)
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,8 @@ class Plan:
     actions: tuple[PlannedAction, ...]
     notes: tuple[str, ...] = ()
     error: str | None = None
+    #: why it must not run, as an error metric reason: ``plan`` (a cap, a server error) or ``clock``
+    reason: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -134,19 +147,42 @@ def projected_usage(
 
 
 def age_cutoff(rule: Rule, now: datetime) -> datetime:
-    """Messages whose age date is before this may go: older_than and keep_newer_than, the stricter."""
+    """Messages whose age date is before this may go: ``older_than``, and for the arrival ages
+    (saved, received) also ``keep_newer_than``, the stricter. The sender's Date header (``age:
+    sent``) never counts for ``keep_newer_than``: that is measured on arrival (arrival_cutoff)."""
+    if rule.age == "sent":
+        return now - (rule.older_than or timedelta(0))
     return now - max(rule.older_than or timedelta(0), rule.keep_newer_than)
 
 
-def _eligible(
-    rule: Rule, fs: FolderSelection, cutoff: datetime, taken: set[Any]
-) -> list[Candidate]:
-    """Candidates that pass the planner's own checks of age, size and double use."""
+def arrival_cutoff(rule: Rule, now: datetime) -> datetime:
+    """Messages that arrived (INTERNALDATE, or first seen) before this are past keep_newer_than."""
+    return now - rule.keep_newer_than
+
+
+def server_older(rule: Rule) -> timedelta:
+    """What the server's own clock must confirm of a message's arrival (IMAP WITHIN ``OLDER``):
+    keep_newer_than, and for the arrival ages also older_than (a message cannot have been in a
+    folder longer than since it arrived)."""
+    if rule.age == "sent":
+        return rule.keep_newer_than
+    return max(rule.older_than or timedelta(0), rule.keep_newer_than)
+
+
+def keeps_unseen(rule: Rule, folder: str) -> bool:
+    """Whether ``rule`` protects unseen messages in ``folder`` (default: in INBOX only)."""
+    return rule.keep_unseen if rule.keep_unseen is not None else folder.upper() == "INBOX"
+
+
+def _eligible(rule: Rule, fs: FolderSelection, now: datetime, taken: set[Any]) -> list[Candidate]:
+    """Candidates that pass the planner's own checks of age, arrival, size and double use."""
+    cutoff, arrived_by = age_cutoff(rule, now), arrival_cutoff(rule, now)
     return [
         c
         for c in fs.candidates
         if c.date is not None
         and c.date < cutoff
+        and (c.arrived if c.arrived is not None else c.date) < arrived_by
         and (rule.larger_than is None or c.size > rule.larger_than)
         and (fs.folder, fs.uidvalidity, c.uid) not in taken
     ]
@@ -185,9 +221,22 @@ class _Builder:
         archive_dir = (
             rule.archive_dir.replace("{account}", self.account) if rule.archive_dir else None
         )
-        uids = tuple(sorted((c.uid for c in chosen), key=_uid_key))
+        ordered = sorted(chosen, key=lambda c: _uid_key(c.uid))
+        uids = tuple(c.uid for c in ordered)
+        modseqs = tuple(c.modseq for c in ordered if c.modseq is not None)
         self.actions.append(
-            PlannedAction(name, fs.folder, rule.action, uids, fs.uidvalidity, size, archive_dir)
+            PlannedAction(
+                name,
+                fs.folder,
+                rule.action,
+                uids,
+                fs.uidvalidity,
+                size,
+                archive_dir,
+                rule.keep_flagged,
+                keeps_unseen(rule, fs.folder),
+                modseqs if len(modseqs) == len(uids) else (),
+            )
         )
         self.taken.update((fs.folder, fs.uidvalidity, c.uid) for c in chosen)
         if rule.move_target is None:
@@ -195,9 +244,8 @@ class _Builder:
             self.freed_messages += len(chosen)
 
     def age_rule(self, name: str, rule: Rule, sel: RuleSelection, now: datetime) -> None:
-        cutoff = age_cutoff(rule, now)
         for fs in sel.folders:
-            chosen = _eligible(rule, fs, cutoff, self.taken)
+            chosen = _eligible(rule, fs, now, self.taken)
             if not chosen:
                 self.notes += why_nothing(name, rule, fs, self.taken)
             self.add(name, rule, fs, chosen)
@@ -222,12 +270,11 @@ class _Builder:
                 f"rule {name}: moving within the account frees no quota; nothing planned"
             )
             return
-        cutoff = age_cutoff(rule, now)
         for fs in sel.folders:
             current = self.usage(reducible=True)
             if current is None or current < rule.down_to:
                 break
-            pool = _eligible(rule, fs, cutoff, self.taken)
+            pool = _eligible(rule, fs, now, self.taken)
             if rule.order == "largest":
                 pool.sort(key=lambda c: (-c.size, c.date or now))
             else:
@@ -307,10 +354,10 @@ def plan(
     before = snapshot.usage_ratio
     problem = cap_problem(b.actions, selections, limits)
     if problem is not None:
-        return Plan(snapshot.account, before, before, (), tuple(b.notes), problem)
+        return Plan(snapshot.account, before, before, (), tuple(b.notes), problem, "plan")
     return Plan(snapshot.account, before, b.usage(), tuple(b.actions), tuple(b.notes))
 
 
-def failed_plan(account: str, error: str, usage: float | None = None) -> Plan:
-    """The plan of an account that could not be planned (login or server failure)."""
-    return Plan(account, usage, usage, (), (), error)
+def failed_plan(account: str, error: str, usage: float | None = None, reason: str = "plan") -> Plan:
+    """The plan of an account that could not be planned (login or server failure, the clock)."""
+    return Plan(account, usage, usage, (), (), error, reason)

@@ -6,14 +6,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 
 from quotawatch.config import Account, Rule
+from quotawatch.errors import ClockError
 from quotawatch.mail.session import FolderSelection, MailboxSession, SearchQuery
 from quotawatch.model import VIRTUAL_FLAGS, VIRTUAL_NAMES, FolderInfo, Snapshot
 from quotawatch.retention.client_guard import guard_candidates
-from quotawatch.retention.planner import Limits, Plan, RuleSelection, age_cutoff, plan
+from quotawatch.retention.clock import SLACK, ClockRecord, judge
+from quotawatch.retention.planner import (
+    Limits,
+    Plan,
+    RuleSelection,
+    age_cutoff,
+    keeps_unseen,
+    plan,
+    server_older,
+)
 from quotawatch.retention.why import count
 from quotawatch.state import State
 
@@ -78,13 +88,13 @@ def move_target(rule: Rule, folders: Sequence[FolderInfo]) -> str | None:
 
 def search_query(rule: Rule, folder: str, now: datetime) -> SearchQuery:
     """What the server should select for ``rule`` in ``folder``, protections included."""
-    keep_unseen = rule.keep_unseen if rule.keep_unseen is not None else folder.upper() == "INBOX"
     return SearchQuery(
         before=age_cutoff(rule, now),
         age=rule.age,
         larger_than=rule.larger_than,
         exclude_flagged=rule.keep_flagged,
-        exclude_unseen=keep_unseen,
+        exclude_unseen=keeps_unseen(rule, folder),
+        older=server_older(rule),
     )
 
 
@@ -100,10 +110,38 @@ def _dated(
     candidates = sel.candidates
     if not sel.age_applied:
         candidates = tuple(replace(c, date=seen.get(c.uid)) for c in candidates)
+    if pop3:  # POP3 has no INTERNALDATE: a message arrived when it was first seen
+        candidates = tuple(replace(c, arrived=seen.get(c.uid)) for c in candidates)
     notes: tuple[str, ...] = ()
     if pop3:
         candidates, notes = guard_candidates(account, candidates, seen, now)
     return replace(sel, candidates=tuple(candidates), age_applied=True), tuple(notes)
+
+
+def check_clock(
+    session: MailboxSession,
+    account: Account,
+    folders: Sequence[str],
+    state: State,
+    now: datetime,
+    slack: timedelta = SLACK,
+) -> None:
+    """Raise ClockError unless ``now`` is plausible by the server (clock.judge); the evidence is
+    probed on the first of ``folders`` that holds mail, and kept only from a plausible run."""
+    probe = None
+    for folder in folders:
+        probe = session.clock_probe(folder, now, slack)
+        if probe is not None:
+            break
+    newest, last = state.clock_evidence(account.name)
+    verdict = judge(now, probe, ClockRecord(newest, last), slack=slack)
+    if verdict.problem is not None:
+        log.warning(
+            "clock account=%s: %s; cleanup stopped, checks and warnings go on",
+            account.name, verdict.problem,
+        )  # fmt: skip
+        raise ClockError(account.name, verdict.problem)
+    state.set_clock_evidence(account.name, verdict.record.newest_stamp, verdict.record.last_run)
 
 
 def plan_account(
@@ -113,13 +151,24 @@ def plan_account(
     snapshot: Snapshot,
     state: State,
     now: datetime,
+    *,
+    clock_slack: timedelta = SLACK,
 ) -> Plan:
-    """Gather each of the account's rules' candidates (one search per rule and folder), then plan.
+    """Check the clock, gather each of the account's rules' candidates (one search per rule and
+    folder), then plan. ``clock_slack`` is how far ``now`` may stray from the server's clock.
 
-    Server errors propagate; the caller records them as the plan's error.
+    Server errors and an implausible clock (ClockError) propagate; the caller records them as
+    the plan's error.
     """
     selections = []
     used = {name: rules[name] for name in account.rules if name in rules}
+    targets = [
+        f for name, rule in used.items() for f in resolve_folders(name, rule, snapshot.folders)[0]
+    ]
+    full = [f.name for f in snapshot.folders if f.messages]
+    check_clock(
+        session, account, [f for f in targets if f in full] or full[:1], state, now, clock_slack
+    )
     for name, rule in used.items():
         folders, notes = resolve_folders(name, rule, snapshot.folders)
         if rule.move_target is not None:

@@ -220,7 +220,7 @@ class Daemon:
             self.counters.inc("quotawatch_cleanup_freed_bytes_total", labels, done.bytes)
         self.last_ok[name] = result.ok
         for reason, message in result.failures:
-            if reason in ("plan", "cleanup"):
+            if reason in ("plan", "cleanup", "clock"):
                 log.warning("account=%s %s failed: %s", name, reason, message)
             elif reason == "state":
                 log.warning("account=%s cleanup failed reason=state: %s", name, message)

@@ -51,7 +51,7 @@ class JobResult:
         if self.report.error is not None:
             out.append((self.report.reason or "internal", self.report.error))
         if self.plan is not None and self.plan.error:
-            out.append(("plan", str(self.plan.error)))
+            out.append((self.plan.reason or "plan", str(self.plan.error)))
         if self.cleanup is not None:
             out += [(self.cleanup.reason, str(e)) for e in self.cleanup.errors]
         return tuple(out)
@@ -129,7 +129,9 @@ def _plan(
     except Exception as exc:  # noqa: BLE001 - recorded as the plan's error, never raised
         reason = getattr(exc, "reason", "internal")
         log.warning("plan failed account=%s reason=%s: %s", account.name, reason, exc)
-        return failed_plan(account.name, str(exc), snap.usage_ratio)
+        return failed_plan(
+            account.name, str(exc), snap.usage_ratio, "clock" if reason == "clock" else "plan"
+        )
 
 
 def _execute(

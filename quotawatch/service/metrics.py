@@ -22,6 +22,7 @@ REASONS = (
     "auth",
     "capability",
     "cleanup",
+    "clock",
     "config",
     "connect",
     "internal",

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
+from datetime import datetime, timedelta
 
 from pydantic import SecretStr
 
 from quotawatch.config import Account
 from quotawatch.errors import ShuttingDown
 from quotawatch.mail.session import (
+    ClockProbe,
     FolderSelection,
+    Keep,
     MailboxSession,
     MessageMeta,
     SearchQuery,
@@ -85,13 +88,29 @@ class GuardedSession:
     def fetch_message(self, folder: str, uidvalidity: int | None, uid: int | str) -> bytes:
         return self._go().fetch_message(folder, uidvalidity, uid)
 
-    def delete(self, folder: str, uidvalidity: int | None, uids: Sequence[int | str]) -> int:
-        return self._go().delete(folder, uidvalidity, uids)
+    def delete(
+        self,
+        folder: str,
+        uidvalidity: int | None,
+        uids: Sequence[int | str],
+        keep: Keep | None = None,
+        kept: MutableMapping[int | str, str] | None = None,
+    ) -> int:
+        return self._go().delete(folder, uidvalidity, uids, keep, kept)
 
     def move(
-        self, folder: str, uidvalidity: int | None, uids: Sequence[int | str], target: str
+        self,
+        folder: str,
+        uidvalidity: int | None,
+        uids: Sequence[int | str],
+        target: str,
+        keep: Keep | None = None,
+        kept: MutableMapping[int | str, str] | None = None,
     ) -> int:
-        return self._go().move(folder, uidvalidity, uids, target)
+        return self._go().move(folder, uidvalidity, uids, target, keep, kept)
+
+    def clock_probe(self, folder: str, now: datetime, slack: timedelta) -> ClockProbe | None:
+        return self._go().clock_probe(folder, now, slack)
 
     def marked_deleted(
         self, folder: str, uidvalidity: int | None, uids: Sequence[int | str]

@@ -5,6 +5,8 @@
 * ``dovecot_nolist``   -- session-wide server hiding LIST-STATUS (STATUS per folder).
 * ``dovecot_noquota``  -- session-wide server without the imap_quota plugin (no QUOTA).
 * ``dovecot_virtual``  -- session-wide server with a virtual ``Virtual/All`` (``\\All``) folder.
+* ``dovecot_plain``    -- session-wide server hiding CONDSTORE (with QRESYNC, which implies
+                          it) and WITHIN: no mod-sequences, no server-side clock.
 * ``user``             -- a fresh user (``sandbox.dovecot.SandboxUser``: name, password,
                           dovecot) with a random password and 10 MiB quota on ``dovecot``.
 
@@ -80,6 +82,11 @@ def dovecot_noquota() -> Iterator[Dovecot]:
 @pytest.fixture(scope="session")
 def dovecot_virtual() -> Iterator[Dovecot]:
     yield from _serve("virtual", virtual_all=True)
+
+
+@pytest.fixture(scope="session")
+def dovecot_plain() -> Iterator[Dovecot]:
+    yield from _serve("plain", ("CONDSTORE", "QRESYNC", "WITHIN"))
 
 
 @pytest.fixture

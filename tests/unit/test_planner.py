@@ -310,3 +310,37 @@ def test_make_room_looks_only_at_resources_that_removing_mail_frees() -> None:
     p = run(MAKE_ROOM, [RuleSelection("make-room", (trash,))], s)
     assert uids(p) == [2, 3]  # 95 -> 75 of STORAGE; the annotation resource stays at 99%
     assert p.usage_before == pytest.approx(0.99) and p.usage_after == pytest.approx(0.99)
+
+
+# ------------------------------------------------------------------ arrival, protections, modseqs
+def test_keep_newer_than_is_measured_on_arrival_never_on_the_date_header() -> None:
+    """age: sent measures older_than on the Date header, but a message that arrived an hour ago
+    with a Date of 2019 is younger than keep_newer_than: it stays, whatever the sender wrote."""
+    r = {"sent-30d": rule(folders=["\\Sent"], older_than="30d", age="sent")}
+    old_date = NOW - timedelta(days=2000)
+    arrived_now = Candidate(1, KIB, old_date, arrived=NOW - timedelta(hours=1))
+    arrived_before = Candidate(2, KIB, old_date, arrived=NOW - timedelta(days=2))
+    future_date = Candidate(3, KIB, NOW + timedelta(days=9), arrived=NOW - timedelta(days=90))
+    p = run(
+        r, [RuleSelection("sent-30d", (fsel("Sent", arrived_now, arrived_before, future_date),))]
+    )
+    assert uids(p) == [2]
+    # on arrival ages keep_newer_than still applies to the age date itself
+    r2 = {"t": rule(folders=["\\Trash"], older_than="1d", keep_newer_than="3d")}
+    young = Candidate(4, KIB, NOW - timedelta(days=2), arrived=NOW - timedelta(days=50))
+    assert uids(run(r2, [RuleSelection("t", (fsel("Trash", young),))])) == []
+
+
+def test_planned_actions_carry_the_protections_and_modseqs() -> None:
+    r = {
+        "inbox": rule(folders=["INBOX"], older_than="30d", allow_inbox=True),
+        "trash": rule(folders=["\\Trash"], older_than="30d", keep_flagged=False),
+    }
+    inbox = fsel("INBOX", Candidate(5, KIB, NOW - timedelta(days=40), modseq=17),
+                 Candidate(3, KIB, NOW - timedelta(days=40), modseq=9))  # fmt: skip
+    trash = fsel("Trash", Candidate(8, KIB, NOW - timedelta(days=40)))
+    p = run(r, [RuleSelection("inbox", (inbox,)), RuleSelection("trash", (trash,))])
+    a, b = p.actions
+    assert a.uids == (3, 5) and a.modseqs == (9, 17)
+    assert a.keep.flagged and a.keep.unseen and dict(a.keep.modseqs) == {3: 9, 5: 17}
+    assert not b.keep.flagged and not b.keep.unseen and b.modseqs == () and b.keep.modseqs == {}

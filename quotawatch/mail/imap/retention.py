@@ -1,34 +1,49 @@
-"""IMAP retention operations: server-side candidate search, metadata fetches, UID-exact delete and move."""
+"""IMAP retention reads: server-side candidate search (ESEARCH, WITHIN, CONDSTORE), metadata and body fetches, the clock probe."""
 
 from __future__ import annotations
 
 import email.utils
+import re
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from quotawatch.errors import CapabilityMissing, ProtocolError, SafetyStop
+from quotawatch.errors import ProtocolError, SafetyStop
 from quotawatch.mail.imap import fallback
 from quotawatch.mail.imap import wire as imap_wire
 from quotawatch.mail.imap.errors import translate_errors
+from quotawatch.mail.imap.removal import RemovalOps, modseq_of
 from quotawatch.mail.imap.syntax import chunks, uid_ranges
 from quotawatch.mail.limits import body_allowance
-from quotawatch.mail.session import Candidate, FolderSelection, MessageMeta, SearchQuery
+from quotawatch.mail.session import (
+    Candidate,
+    ClockProbe,
+    FolderSelection,
+    MessageMeta,
+    SearchQuery,
+)
 
-DELETED = b"\\Deleted"
 _HEADER_DATE = b"BODY.PEEK[HEADER.FIELDS (DATE)]"
 _HEADER_MSGID = b"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"
 #: search key and FETCH item per age kind, used when the server can apply the age
 _AGE_KEYS = {
-    "saved": ("SAVEDBEFORE", b"SAVEDATE"),
-    "received": ("BEFORE", b"INTERNALDATE"),
-    "sent": ("SENTBEFORE", _HEADER_DATE),
+    "saved": (b"SAVEDBEFORE", b"SAVEDATE"),
+    "received": (b"BEFORE", b"INTERNALDATE"),
+    "sent": (b"SENTBEFORE", _HEADER_DATE),
 }
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 #: responses the server sends during our commands that nobody reads; dropped so they never pile up
 _NOISE = ("EXPUNGE", "EXISTS", "RECENT", "FETCH", "VANISHED")
+#: messages per UID SEARCH in a big folder: even a plain SEARCH answer for this many UIDs of ten
+#: digits stays under imaplib's 1,000,000-byte line cap (ESEARCH answers are mostly far shorter)
+SEARCH_WINDOW = 65_536
 
 
-class RetentionOps:
+def _imap_date(day: date) -> bytes:
+    return f"{day.day}-{_MONTHS[day.month - 1]}-{day.year}".encode()
+
+
+class RetentionOps(RemovalOps):
     """The retention half of ImapSession (its base class): what it needs of the session is
     declared here; it never sends a bare EXPUNGE or CLOSE."""
 
@@ -37,6 +52,9 @@ class RetentionOps:
     _selected: str | None
     _selected_readonly: bool
     _uidvalidity: int | None
+    #: whether ENABLE CONDSTORE was sent; HIGHESTMODSEQ of the last SELECT (None: not kept)
+    _condstore_asked = False
+    _highestmodseq: int | None = None
 
     def capabilities(self) -> frozenset[str]:
         raise NotImplementedError
@@ -48,9 +66,15 @@ class RetentionOps:
         if not fresh and self._selected == folder and (readonly or not self._selected_readonly):
             assert self._uidvalidity is not None
             return self._uidvalidity, -1
+        caps = self.capabilities()
+        if not self._condstore_asked and {"CONDSTORE", "ENABLE"} <= caps:
+            self._condstore_asked = True  # from now on SELECT reports HIGHESTMODSEQ
+            self._run("enable", b"ENABLE CONDSTORE", b"ENABLED")
         info = self.client.select_folder(folder, readonly=readonly)
         self._selected, self._selected_readonly = folder, readonly
         self._uidvalidity = int(info[b"UIDVALIDITY"])
+        highest = info.get(b"HIGHESTMODSEQ") if "CONDSTORE" in caps else None
+        self._highestmodseq = int(highest) if highest is not None else None
         return self._uidvalidity, int(info.get(b"EXISTS", 0))
 
     def _check(
@@ -79,18 +103,35 @@ class RetentionOps:
             self.client._checkok(name, typ, [text])
         return got
 
-    def _search(self, criteria: list[Any]) -> list[int]:
-        found = sorted(int(u) for u in self.client.search(criteria))
-        self._drop_noise()
-        return found
-
-    def _search_uids(self, uid_set: str) -> list[int]:
-        """``UID SEARCH UID <set>``: which of these UIDs exist now, sorted."""
-        data = self._run("search", b"UID SEARCH UID " + uid_set.encode(), b"SEARCH")[b"SEARCH"]
-        uids = imap_wire.parse_search(data)
+    def _search_line(self, keys: bytes) -> list[int]:
+        """One ``UID SEARCH <keys>``, answered as ESEARCH ``RETURN (ALL)`` ranges where offered."""
+        if "ESEARCH" in self.capabilities():
+            got = self._run("search", b"UID SEARCH RETURN (ALL) " + keys, b"ESEARCH")
+            uids = imap_wire.parse_esearch(got[b"ESEARCH"])
+            data = got[b"ESEARCH"]
+        else:
+            data = self._run("search", b"UID SEARCH " + keys, b"SEARCH")[b"SEARCH"]
+            uids = imap_wire.parse_search(data)
         if uids is None:
             raise ProtocolError(self.account, f"unexpected SEARCH response: {str(data)[:200]}")
         return uids
+
+    def _search(self, keys: bytes, exists: int) -> list[int]:
+        """The UIDs of the selected folder matching ``keys``, sorted; a folder of more than
+        SEARCH_WINDOW messages is searched in windows of message numbers, so that no answer line
+        reaches imaplib's line cap whatever the UIDs look like. A message expunged meanwhile may
+        shift one out of a window: then it is simply no candidate this time."""
+        if exists <= SEARCH_WINDOW:
+            return self._search_line(keys)
+        found: set[int] = set()
+        for low in range(1, exists + 1, SEARCH_WINDOW):
+            high = b"*" if low + SEARCH_WINDOW > exists else b"%d" % (low + SEARCH_WINDOW - 1)
+            found.update(self._search_line(b"%d:" % low + high + b" " + keys))
+        return sorted(found)
+
+    def _search_uids(self, uid_set: str, keys: bytes = b"") -> list[int]:
+        """``UID SEARCH UID <set> [keys]``: which of these UIDs exist now (and match), sorted."""
+        return self._search_line(b"UID " + uid_set.encode() + (b" " + keys if keys else b""))
 
     def _fetch(self, uids: Iterable[int], items: Sequence[bytes]) -> dict[int, dict[bytes, Any]]:
         """One chunked ``UID FETCH <ranges> (items)``; INTERNALDATE comes back as aware UTC.
@@ -117,34 +158,41 @@ class RetentionOps:
 
     def select_candidates(self, folder: str, query: SearchQuery) -> FolderSelection:
         """One UID SEARCH with every criterion the server can apply, then one chunked UID FETCH of
-        size and date for the matches only.
+        size and date (and MODSEQ, with CONDSTORE) for the matches only.
 
         Day-granular date keys (SAVEDBEFORE, BEFORE, SENTBEFORE ignore time and time zone) are sent
         two days late, so they select a superset; each match is then confirmed against the exact
-        fetched date. This is exact whatever the server's clock or time zone. Without SAVEDATE,
-        ``age: saved`` is left to the caller's first-seen records (``age_applied=False``).
+        fetched date. This is exact whatever the server's clock or time zone. Where WITHIN is
+        offered, ``OLDER`` asks the server's own clock too. Without SAVEDATE, ``age: saved`` is left
+        to the caller's first-seen records (``age_applied=False``). A candidate whose mod-sequence
+        is above the HIGHESTMODSEQ read before the search changed during planning: it is left for
+        the next run, so that every planned mod-sequence predates any later change (see removal).
         """
         with translate_errors(self.account, f"search {folder}"):
             uidvalidity, exists = self._select(folder, readonly=True)
             if exists == 0:
                 return FolderSelection(folder, uidvalidity, 0, ())
-            server_age = query.before is not None and (
-                query.age != "saved" or "SAVEDATE" in self.capabilities()
-            )
-            criteria: list[Any] = []
+            highest = self._highestmodseq
+            caps = self.capabilities()
+            server_age = query.before is not None and (query.age != "saved" or "SAVEDATE" in caps)
+            keys: list[bytes] = []
             items = [b"RFC822.SIZE", b"INTERNALDATE"]
+            if highest is not None:
+                items.append(b"MODSEQ")
             if query.before is not None and server_age:
                 key, item = _AGE_KEYS[query.age]
-                criteria += [key, (query.before.astimezone(UTC) + timedelta(days=2)).date()]
+                keys += [key, _imap_date((query.before.astimezone(UTC) + timedelta(days=2)).date())]
                 if item not in items:
                     items.append(item)
+            if query.older is not None and "WITHIN" in caps:
+                keys += [b"OLDER", b"%d" % max(1, int(query.older.total_seconds()))]
             if query.larger_than is not None:
-                criteria += ["LARGER", int(query.larger_than)]
+                keys += [b"LARGER", b"%d" % int(query.larger_than)]
             if query.exclude_flagged:
-                criteria.append("UNFLAGGED")
+                keys.append(b"UNFLAGGED")
             if query.exclude_unseen:
-                criteria.append("SEEN")
-            uids = self._search(criteria or ["ALL"])
+                keys.append(b"SEEN")
+            uids = self._search(b" ".join(keys) or b"ALL", exists)
             fetched = self._fetch(uids, items)
             candidates = []
             for uid in uids:
@@ -156,10 +204,14 @@ class RetentionOps:
                     server_age and query.before is not None and date >= query.before
                 ):
                     continue
-                candidates.append(Candidate(uid, int(got[b"RFC822.SIZE"]), date))
+                modseq = modseq_of(got.get(b"MODSEQ")) if highest is not None else None
+                if highest is not None and (modseq is None or modseq > highest):
+                    continue  # changed while we planned: the next run looks again
+                arrived = _aware(got.get(b"INTERNALDATE"))
+                candidates.append(Candidate(uid, int(got[b"RFC822.SIZE"]), date, modseq, arrived))
             all_uids: tuple[int, ...] = ()
             if not server_age and query.before is not None:
-                all_uids = tuple(self._search(["ALL"]))
+                all_uids = tuple(self._search(b"ALL", exists))
             return FolderSelection(
                 folder,
                 uidvalidity,
@@ -168,6 +220,34 @@ class RetentionOps:
                 age_applied=server_age or query.before is None,
                 all_uids=all_uids,
             )
+
+    def clock_probe(self, folder: str, now: datetime, slack: timedelta) -> ClockProbe | None:
+        """The newest message's INTERNALDATE and, with WITHIN, the server's own verdict on ``now``:
+        by the server's clock that message is younger than (its age by ``now``) minus ``slack``
+        when ``now`` runs ahead by more than ``slack``, and older than its age plus ``slack`` when
+        ``now`` lags behind. Its INTERNALDATE cancels out, whoever set it. None: empty folder."""
+        with translate_errors(self.account, f"clock probe in {folder}"):
+            _uidvalidity, exists = self._select(folder, readonly=True)
+            if exists == 0:
+                return None
+            data = self._run("fetch", b"UID FETCH * (INTERNALDATE)", b"FETCH")[b"FETCH"]
+            parsed = imap_wire.parse_fetch(data, [b"INTERNALDATE"])
+            if parsed is None:  # unusual: the complete parser, for the UIDs the answer names
+                named = {int(u) for u in re.findall(rb"UID (\d+)", b" ".join(_heads(data)))}
+                parsed = fallback.parse_fetch(self.account, data, [b"INTERNALDATE"], named)
+            if not parsed:
+                return None
+            uid = max(parsed)
+            stamp = parsed[uid][b"INTERNALDATE"]
+            if not isinstance(stamp, datetime):
+                return None
+            if "WITHIN" not in self.capabilities():
+                return ClockProbe(stamp)
+            age, margin = (now - stamp).total_seconds(), slack.total_seconds()
+            younger, older = int(age - margin), max(1, int(age + margin) + 1)
+            ahead = younger >= 1 and bool(self._search_uids(str(uid), b"YOUNGER %d" % younger))
+            behind = bool(self._search_uids(str(uid), b"OLDER %d" % older))
+            return ClockProbe(stamp, ahead, behind)
 
     def message_meta(
         self, folder: str, uidvalidity: int | None, uids: Sequence[int | str]
@@ -198,94 +278,9 @@ class RetentionOps:
             raise ProtocolError(self.account, f"UID {uid} is no longer in {folder}")
         return body
 
-    def _remove(
-        self, folder: str, uidvalidity: int | None, uids: Sequence[int | str], act: Any
-    ) -> int:
-        """Shared loop of delete and move: per chunk, act on the UIDs that exist, count what left."""
-        self._check(folder, uidvalidity, readonly=False, fresh=not uids)  # the probe selects afresh
-        removed = 0
-        for part in chunks(sorted({int(u) for u in uids})):
-            existing = self._search_uids(uid_ranges(part))
-            if not existing:
-                continue
-            uid_set = uid_ranges(existing)
-            act(uid_set)
-            survivors = self._search_uids(uid_set)
-            removed += len(existing) - len(survivors)
-            self._drop_noise()
-        return removed
 
-    def delete(self, folder: str, uidvalidity: int | None, uids: Sequence[int | str]) -> int:
-        """``UID STORE +FLAGS.SILENT (\\Deleted)`` then ``UID EXPUNGE`` of the same explicit set.
-
-        Never a bare EXPUNGE or CLOSE, which would also remove what other clients marked \\Deleted.
-        With no UIDs this only checks the capability and UIDVALIDITY (the executor's probe).
-        """
-        if "UIDPLUS" not in self.capabilities():
-            raise CapabilityMissing(
-                self.account, "UIDPLUS", "UID EXPUNGE; without it quotawatch refuses to delete"
-            )
-
-        def act(uid_set: str) -> None:
-            self._run(
-                "store", b"UID STORE " + uid_set.encode() + b" +FLAGS.SILENT (" + DELETED + b")"
-            )
-            self._run("expunge", b"UID EXPUNGE " + uid_set.encode())
-
-        with translate_errors(self.account, f"delete in {folder}"):
-            return self._remove(folder, uidvalidity, uids, act)
-
-    def marked_deleted(
-        self, folder: str, uidvalidity: int | None, uids: Sequence[int | str]
-    ) -> set[int | str]:
-        """Those of ``uids`` that carry ``\\Deleted`` now (``UID SEARCH UID <set> DELETED``)."""
-        found: set[int | str] = set()
-        with translate_errors(self.account, f"search {folder}"):
-            self._check(folder, uidvalidity, readonly=True)
-            for part in chunks(sorted({int(u) for u in uids})):
-                line = b"UID SEARCH UID " + uid_ranges(part).encode() + b" DELETED"
-                data = self._run("search", line, b"SEARCH")[b"SEARCH"]
-                got = imap_wire.parse_search(data)
-                if got is None:
-                    raise ProtocolError(
-                        self.account, f"unexpected SEARCH response: {str(data)[:200]}"
-                    )
-                found.update(got)
-        return found
-
-    def unmark_deleted(
-        self, folder: str, uidvalidity: int | None, uids: Sequence[int | str]
-    ) -> None:
-        """``UID STORE <set> -FLAGS.SILENT (\\Deleted)`` of exactly these UIDs."""
-        with translate_errors(self.account, f"unmark in {folder}"):
-            self._check(folder, uidvalidity, readonly=False)
-            for part in chunks(sorted({int(u) for u in uids})):
-                line = (
-                    b"UID STORE " + uid_ranges(part).encode() + b" -FLAGS.SILENT (" + DELETED + b")"
-                )
-                self._run("store", line)
-            self._drop_noise()
-
-    def move(
-        self, folder: str, uidvalidity: int | None, uids: Sequence[int | str], target: str
-    ) -> int:
-        """``UID MOVE`` when offered, else ``UID COPY`` + the delete sequence above."""
-        caps = self.capabilities()
-        if "MOVE" not in caps and "UIDPLUS" not in caps:
-            raise CapabilityMissing(self.account, "MOVE or UIDPLUS", f"moving messages to {target}")
-        if target == folder:
-            raise SafetyStop(self.account, f"cannot move messages from {folder} to itself")
-
-        def act(uid_set: str) -> None:
-            if "MOVE" in caps:
-                self.client.move(uid_set, target)
-            else:
-                self.client.copy(uid_set, target)
-                self.client.add_flags(uid_set, [DELETED], silent=True)
-                self.client.uid_expunge(uid_set)
-
-        with translate_errors(self.account, f"move from {folder} to {target}"):
-            return self._remove(folder, uidvalidity, uids, act)
+def _heads(data: Sequence[Any]) -> list[bytes]:
+    return [p[0] if isinstance(p, tuple) else p for p in data if isinstance(p, bytes | tuple)]
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -306,6 +301,3 @@ def _age_date(age: str, item: dict[bytes, Any]) -> datetime | None:
         return _aware(email.utils.parsedate_to_datetime(text)) if text else None
     except (ValueError, TypeError, IndexError, OverflowError):
         return None
-
-
-# ---------------------------------------------------------------------------------- operations

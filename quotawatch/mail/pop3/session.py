@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import MutableMapping, Sequence
+from datetime import datetime, timedelta
 
 from pydantic import SecretStr
 
@@ -28,7 +28,14 @@ from quotawatch.mail.pop3.wire import (
     parse_headers,
     translate_errors,
 )
-from quotawatch.mail.session import Candidate, FolderSelection, MessageMeta, SearchQuery
+from quotawatch.mail.session import (
+    Candidate,
+    ClockProbe,
+    FolderSelection,
+    Keep,
+    MessageMeta,
+    SearchQuery,
+)
 from quotawatch.mail.tls import tls_context
 from quotawatch.model import FolderInfo, QuotaResource
 
@@ -316,8 +323,16 @@ class Pop3Session:
             lines = self._live().long(f"RETR {entry[0]}", body_allowance(entry[1]))
         return b"".join(line + b"\r\n" for line in lines)
 
-    def delete(self, folder: str, uidvalidity: int | None, uids: Sequence[int | str]) -> int:
+    def delete(
+        self,
+        folder: str,
+        uidvalidity: int | None,
+        uids: Sequence[int | str],
+        keep: Keep | None = None,
+        kept: MutableMapping[int | str, str] | None = None,
+    ) -> int:
         """Mark these UIDLs with DELE (effective only at commit); return how many were marked.
+        POP3 has no flags: ``keep`` has nothing to re-check.
 
         The UIDL list is read again first: UIDLs gone meanwhile (another client deleted them) are
         left out and listed in :attr:`vanished`. A refused DELE raises and blocks commit().
@@ -351,7 +366,13 @@ class Pop3Session:
         return marked
 
     def move(
-        self, folder: str, uidvalidity: int | None, uids: Sequence[int | str], target: str
+        self,
+        folder: str,
+        uidvalidity: int | None,
+        uids: Sequence[int | str],
+        target: str,
+        keep: Keep | None = None,
+        kept: MutableMapping[int | str, str] | None = None,
     ) -> int:
         raise ProtocolError(self.account, "POP3 has no folders to move messages to")
 
@@ -365,3 +386,7 @@ class Pop3Session:
         self, folder: str, uidvalidity: int | None, uids: Sequence[int | str]
     ) -> None:
         """Nothing to take off: POP3 has no flags."""
+
+    def clock_probe(self, folder: str, now: datetime, slack: timedelta) -> ClockProbe | None:
+        """POP3 shows no server time: the caller judges the clock by its own records."""
+        return None

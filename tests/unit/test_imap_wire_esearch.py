@@ -1,0 +1,68 @@
+"""ESEARCH answers, UID sets, [MODIFIED] codes and MODSEQ items, parsed exactly (pure)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from quotawatch.mail.imap import fallback, wire
+
+
+def test_uid_sets() -> None:
+    assert wire.parse_uid_set(b"1:5,7,9:8") == [1, 2, 3, 4, 5, 7, 8, 9]
+    assert wire.parse_uid_set(b"4294967295") == [4294967295]
+    for bad in (b"", b"1:", b":3", b"1,,2", b"*", b"1:*", b"a", b"1 2"):
+        assert wire.parse_uid_set(bad) is None, bad
+
+
+def test_esearch_all_in_compact_ranges() -> None:
+    assert wire.parse_esearch([b'(TAG "A5") UID ALL 1:5000,5002']) == [*range(1, 5001), 5002]
+    assert wire.parse_esearch([b'(TAG "A5") UID']) == []  # nothing matched: no ALL
+    assert wire.parse_esearch([b"(TAG A6) UID ALL 3 COUNT 1 MIN 3 MAX 3"]) == [3]
+    assert wire.parse_esearch([b"UID ALL 7:9"]) == [7, 8, 9]  # no correlator
+    assert wire.parse_esearch([b'(tag "x") uid all 2,1']) == [1, 2]  # any case, any order
+    assert wire.parse_esearch([b'(TAG "A5") UID ALL 1:5 MODSEQ 12']) == [1, 2, 3, 4, 5]
+    assert wire.parse_esearch([]) == []
+
+
+def test_esearch_of_another_command_is_skipped() -> None:
+    data = [b'(TAG "B1") UID ALL 1:3', b'(TAG "A7") UID ALL 9']
+    assert wire.parse_esearch(data, tag=b"A7") == [9]
+
+
+def test_esearch_anything_unexpected_is_none_never_an_empty_answer() -> None:
+    for bad in (
+        b'(TAG "A5") ALL 1:5',  # sequence numbers, not UIDs
+        b'(TAG "A5") UID ALL',  # ALL without a set
+        b'(TAG "A5") UID ALL 1:x',
+        b'(TAG "A5") UID PARTIAL (1:10 1:5)',
+        b'(TAG "A5") UID COUNT many',
+        b"",
+    ):
+        assert wire.parse_esearch([bad]) is None, bad
+    assert wire.parse_esearch([(b"UID ALL {3}", b"1:5")]) is None
+
+
+def test_modified_response_code() -> None:
+    assert wire.modified_uids("[MODIFIED 7,9:11] Conditional STORE failed") == [7, 9, 10, 11]
+    assert wire.modified_uids("Store completed (0.001 + 0.000 secs).") is None
+    assert wire.modified_uids("[modified 3] x") == [3]
+
+
+def test_fetch_with_modseq_on_the_fast_path() -> None:
+    data = [
+        b'1 (UID 10 RFC822.SIZE 20 INTERNALDATE "22-Oct-2026 04:05:46 +0000" MODSEQ (2))',
+        b"2 (FLAGS (\\Seen) MODSEQ (9))",  # unsolicited: another client changed flags
+        b'3 (UID 12 RFC822.SIZE 30 INTERNALDATE "22-Oct-2026 04:05:46 +0200" MODSEQ (12345678901))',
+    ]
+    got = wire.parse_fetch(data, [b"RFC822.SIZE", b"INTERNALDATE", b"MODSEQ"])
+    assert got == {
+        10: {b"UID": 10, b"RFC822.SIZE": 20, b"MODSEQ": 2,
+             b"INTERNALDATE": datetime(2026, 10, 22, 4, 5, 46, tzinfo=UTC)},
+        12: {b"UID": 12, b"RFC822.SIZE": 30, b"MODSEQ": 12345678901,
+             b"INTERNALDATE": datetime(2026, 10, 22, 2, 5, 46, tzinfo=UTC)},
+    }  # fmt: skip
+    # another order: the fast parser steps aside, the complete one reads MODSEQ as (n,)
+    other = [b'1 (MODSEQ (5) UID 10 RFC822.SIZE 20 INTERNALDATE "22-Oct-2026 04:05:46 +0000")']
+    items = [b"RFC822.SIZE", b"INTERNALDATE", b"MODSEQ"]
+    assert wire.parse_fetch(other, items) is None
+    assert fallback.parse_fetch("a", other, items, {10})[10][b"MODSEQ"] == (5,)
