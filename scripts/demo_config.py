@@ -92,6 +92,8 @@ def demo_config(directory: Path) -> dict[str, object]:
                 "folders": ["INBOX"],
                 "older_than": "60d",
                 "age": "sent",  # the Date header: first-seen times (age: saved) start today
+                # keep_newer_than counts from arrival, for POP3 the first sight (today): demo only
+                "keep_newer_than": "0s",
                 "max_delete_fraction": "100%",  # archived (kept locally), not lost
                 "action": "archive",
                 "archive_dir": str(directory / "archive" / "{account}"),

@@ -182,7 +182,7 @@ def _eligible(rule: Rule, fs: FolderSelection, now: datetime, taken: set[Any]) -
         for c in fs.candidates
         if c.date is not None
         and c.date < cutoff
-        and (c.arrived if c.arrived is not None else c.date) < arrived_by
+        and (not rule.keep_newer_than or (c.arrived or c.date) < arrived_by)
         and (rule.larger_than is None or c.size > rule.larger_than)
         and (fs.folder, fs.uidvalidity, c.uid) not in taken
     ]

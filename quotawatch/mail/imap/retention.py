@@ -184,7 +184,7 @@ class RetentionOps(RemovalOps):
                 keys += [key, _imap_date((query.before.astimezone(UTC) + timedelta(days=2)).date())]
                 if item not in items:
                     items.append(item)
-            if query.older is not None and "WITHIN" in caps:
+            if query.older and "WITHIN" in caps:
                 keys += [b"OLDER", b"%d" % max(1, int(query.older.total_seconds()))]
             if query.larger_than is not None:
                 keys += [b"LARGER", b"%d" % int(query.larger_than)]
