@@ -35,7 +35,7 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 #: responses the server sends during our commands that nobody reads; dropped so they never pile up
 _NOISE = ("EXPUNGE", "EXISTS", "RECENT", "FETCH", "VANISHED")
 #: messages per UID SEARCH in a big folder: even a plain SEARCH answer for this many UIDs of ten
-#: digits stays under imaplib's 1,000,000-byte line cap (ESEARCH answers are mostly far shorter)
+#: digits stays under 1 MB, far below the reader's line cap (ESEARCH answers are mostly far shorter)
 SEARCH_WINDOW = 65_536
 
 
@@ -119,7 +119,7 @@ class RetentionOps(RemovalOps):
     def _search(self, keys: bytes, exists: int) -> list[int]:
         """The UIDs of the selected folder matching ``keys``, sorted; a folder of more than
         SEARCH_WINDOW messages is searched in windows of message numbers, so that no answer line
-        reaches imaplib's line cap whatever the UIDs look like. A message expunged meanwhile may
+        nears the reader's line cap whatever the UIDs look like. A message expunged meanwhile may
         shift one out of a window: then it is simply no candidate this time."""
         if exists <= SEARCH_WINDOW:
             return self._search_line(keys)
