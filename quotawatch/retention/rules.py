@@ -153,9 +153,12 @@ def plan_account(
     now: datetime,
     *,
     clock_slack: timedelta = SLACK,
+    explain: bool = False,
 ) -> Plan:
     """Check the clock, gather each of the account's rules' candidates (one search per rule and
-    folder), then plan. ``clock_slack`` is how far ``now`` may stray from the server's clock.
+    folder), then plan. ``clock_slack`` is how far ``now`` may stray from the server's clock;
+    ``explain`` (for a person reading ``plan``, not the daemon) spends an extra search where a
+    rule selected nothing, to say which protection held the folder's old mail back.
 
     Server errors and an implausible clock (ClockError) propagate; the caller records them as
     the plan's error.
@@ -186,7 +189,7 @@ def plan_account(
                 continue
             query = search_query(rule, folder, now)
             sel = session.select_candidates(folder, query)
-            if not sel.candidates and sel.age_applied and session.protocol == "imap":
+            if explain and not sel.candidates and sel.age_applied and session.protocol == "imap":
                 sel = explain_empty(session, query, sel)  # one line on why nothing
             sel, guard_notes = _dated(session, account, sel, state, now)
             notes += guard_notes

@@ -123,9 +123,10 @@ def _plan(
     snap: Snapshot,
     state: State,
     now: datetime,
+    explain: bool,
 ) -> Plan:
     try:
-        return plan_account(session, account, rules, snap, state, now)
+        return plan_account(session, account, rules, snap, state, now, explain=explain)
     except Exception as exc:  # noqa: BLE001 - recorded as the plan's error, never raised
         reason = getattr(exc, "reason", "internal")
         log.warning("plan failed account=%s reason=%s: %s", account.name, reason, exc)
@@ -179,12 +180,14 @@ def run_account(
     warn: WarnHook | None = None,
     plan: bool = True,
     progress: Progress | None = None,
+    explain: bool = False,
     audit: AuditLog | None = None,
 ) -> JobResult:
     """Check → store the report → plan (with rules) → cleanup (if asked) → warn hook; never raises.
 
     Without ``state`` (a plain ``check``) nothing is stored and nothing planned; ``plan=False``
-    stops after the check. ``progress`` receives cleanup progress lines (default: the log).
+    stops after the check. ``progress`` receives cleanup progress lines (default: the log);
+    ``explain`` adds why a rule selected nothing (CLI ``plan``/``cleanup``; costs a search).
 
     One worker per mailbox: with ``state`` the whole job, warning included, holds the mailbox's
     lock (:mod:`quotawatch.service.lock`). A job that cannot get it within
@@ -194,7 +197,7 @@ def run_account(
     """
     job = partial(
         _run_account, account, config, state, secrets, cleanup=cleanup, now=now,
-        factory=factory, warn=warn, plan=plan, progress=progress, audit=audit,
+        factory=factory, warn=warn, plan=plan, progress=progress, audit=audit, explain=explain,
     )  # fmt: skip
     if state is None:
         return job()
@@ -224,6 +227,7 @@ def _run_account(
     plan: bool,
     progress: Progress | None,
     audit: AuditLog | None,
+    explain: bool,
 ) -> JobResult:
     started = time.monotonic()
     session: MailboxSession | None = None
@@ -252,7 +256,7 @@ def _run_account(
             _save(state, report, now)
             rules = account_rules(account, config)
             if plan and rules:
-                the_plan = _plan(session, account, rules, snap, state, now)
+                the_plan = _plan(session, account, rules, snap, state, now, explain)
             if cleanup and the_plan is not None:
                 journal = Journal(audit or AuditLog(state.dir / "audit.jsonl"))
                 result = _execute(session, the_plan, account, rules, journal, now, progress)
@@ -337,7 +341,7 @@ def cleanup_account(
     A plan that may not run (a safety cap) is reported as a refused cleanup when applying."""
     job = run_account(
         account, config, state, secrets, cleanup=apply, now=now, factory=factory,
-        progress=progress, audit=audit,
+        progress=progress, audit=audit, explain=True,
     )  # fmt: skip
     usage = job.report.snapshot.usage_ratio if job.report.snapshot else None
     if job.report.error is not None and job.plan is None:

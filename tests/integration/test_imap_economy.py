@@ -15,7 +15,7 @@ from quotawatch.config.secrets import SecretCache
 from quotawatch.config.sources import all_accounts
 from quotawatch.mail.imap.session import ImapSession
 from quotawatch.retention.audit import AuditLog
-from quotawatch.service.jobs import check_account, cleanup_account
+from quotawatch.service.jobs import check_account, cleanup_account, run_account
 from quotawatch.state import State
 from tests.support import imap_account, write_config
 
@@ -134,3 +134,30 @@ def test_authenticate_plain_sends_the_response_with_the_command(
     with session_for(tmp_path, user):
         pass
     assert shapes[:2] == [("AUTHENTICATE", 4), ("LOGOUT", 2)]
+
+
+def test_the_daemon_spends_no_search_on_explaining_an_empty_rule(
+    tmp_path: Path, user: Any, sent: list[str]
+) -> None:
+    """Why a rule selected nothing costs a search: `plan` (a person reading) pays it, the
+    daemon's cycle does not."""
+    from tests.integration.test_retention import deliver, setup
+
+    deliver(user, "Trash", [(40, "F")] * 3)  # old but flagged: kept
+    config, account, _ = setup(tmp_path, user, ["trash-30d"], max_delete_fraction=1.0)
+    state = State(config.state_dir)
+    try:
+        sent.clear()
+        job = run_account(account, config, state, SecretCache(), cleanup=False, now=NOW)
+        daemon_searches = sent.count("UID")
+        assert job.plan is not None and not job.plan.actions
+        assert not any("flagged" in n for n in job.plan.notes), job.plan.notes
+        sent.clear()
+        plan, _ = cleanup_account(
+            account, config, state, AuditLog(config.state_dir / "audit.jsonl"), SecretCache(),
+            apply=False, now=NOW,
+        )  # fmt: skip
+    finally:
+        state.close()
+    assert any("Trash: 3 candidates, all flagged" in n for n in plan.notes), plan.notes
+    assert sent.count("UID") > daemon_searches
