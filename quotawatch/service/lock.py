@@ -18,12 +18,13 @@ POLL = 0.05
 
 
 def mailbox_key(account: Account) -> str:
-    """What names one mailbox: server (host in lower case and port) and login identity
-    (username, and ``authorize_as`` when an admin logs in for a user). Account names and
-    passwords play no part: two entries for one mailbox share the key."""
-    identity = (account.host.lower(), str(account.effective_port), account.username,
-                account.authorize_as or "")  # fmt: skip
-    return hashlib.sha256("\0".join(identity).encode()).hexdigest()[:32]
+    """What names one mailbox: the server (host in lower case) and whose mailbox it is: the
+    ``authorize_as`` user when an admin logs in for one, else the username without a Dovecot
+    master-user suffix (``alice*admin`` is alice's mailbox). Protocol, port, account names and
+    passwords play no part: an IMAP and a POP3 entry for one mailbox, or two entries logging in
+    differently, share the key."""
+    owner = account.authorize_as or account.username.split("*", 1)[0]
+    return hashlib.sha256(f"{account.host.lower()}\0{owner}".encode()).hexdigest()[:32]
 
 
 def lock_path(state_dir: Path, account: Account) -> Path:

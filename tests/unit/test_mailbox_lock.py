@@ -1,4 +1,4 @@
-"""The per-mailbox lock: one key per server and login, exclusive across threads and processes."""
+"""The per-mailbox lock: one key per server and mailbox owner, exclusive across threads and processes."""
 
 from __future__ import annotations
 
@@ -36,10 +36,18 @@ class FakeClock:
 
 
 def test_the_key_names_the_mailbox_not_the_entry() -> None:
-    same = [account(), account(name="b", host="MAIL.example.org", password_file="/q")]
+    alice = account()
+    same = [
+        alice,
+        account(name="b", host="MAIL.example.org", password_file="/q"),
+        account(name="pop", protocol="pop3", port=995),  # one mailbox, another protocol
+        account(name="master", username=f"{alice.username}*admin"),  # a master user for alice
+        account(name="authz", username="admin", authorize_as=alice.username),
+    ]
     assert len({mailbox_key(a) for a in same}) == 1
-    others = [account(username="bob"), account(port=1993), account(authorize_as="carol")]
-    assert len({mailbox_key(a) for a in [same[0], *others]}) == 4
+    others = [account(username="bob"), account(host="other.example.org"),
+              account(authorize_as="carol")]  # fmt: skip
+    assert len({mailbox_key(a) for a in [alice, *others]}) == 4
 
 
 def test_a_second_holder_waits_then_gives_up_and_gets_it_once_free(tmp_path: Path) -> None:
