@@ -44,3 +44,13 @@ def write_config(directory: Path, accounts: list[dict[str, Any]], **top: Any) ->
     path = directory / "quotawatch.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
     return path
+
+
+def counter_value(counters: Any, name: str, labels: dict[str, str]) -> float | None:
+    """A counter's value read back by name from a private registry, as Prometheus would see it."""
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(counters)
+    value: float | None = registry.get_sample_value(name, labels)
+    return value

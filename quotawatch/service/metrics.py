@@ -131,11 +131,6 @@ class Counters:
         with self._lock:
             self._values[name].setdefault(key, 0.0)
 
-    def value(self, name: str, labels: Mapping[str, str]) -> float | None:
-        key = self._key(name, labels)
-        with self._lock:
-            return self._values[name].get(key)
-
     def forget_accounts(self, keep: Iterable[str]) -> None:
         """Drop every series whose ``account`` label is not in ``keep``."""
         keep_set = set(keep)

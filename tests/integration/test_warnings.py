@@ -21,7 +21,7 @@ from quotawatch.warnings.mailer import Mailer
 from quotawatch.warnings.notify import FAILED, SENT, process_warnings
 from sandbox.dovecot import SandboxUser
 from sandbox.smtp import SmtpSink
-from tests.support import imap_account, secret_file, write_config
+from tests.support import counter_value, imap_account, secret_file, write_config
 
 T0 = datetime(2024, 6, 3, 9, 0, tzinfo=UTC)
 KiB = 1024
@@ -103,7 +103,9 @@ class Env:
         return [str(m.message["Subject"]) for m in self.sink.messages]
 
     def count(self, name: str, threshold: str) -> float:
-        return self.counters.value(name, {"account": "alice", "threshold": threshold}) or 0.0
+        return (
+            counter_value(self.counters, name, {"account": "alice", "threshold": threshold}) or 0.0
+        )
 
     def warning_state(self) -> WarningState:
         return WarningState.from_dict(self.state.warning_state("alice"))

@@ -28,6 +28,7 @@ from quotawatch.service.backoff import Backoff, backoff_delay, fingerprint
 from quotawatch.service.daemon import Daemon
 from quotawatch.service.sdnotify import Notifier, Watchdog, notify_address, watchdog_interval
 from quotawatch.state import State
+from tests.support import counter_value
 
 WAIT = 20  # seconds to wait for an event before the test fails
 
@@ -138,13 +139,13 @@ def test_once_runs_every_account_and_failures_stay_alone(tmp_path: Path, server:
     assert results["carol"].report.reason == "connect"
     assert sorted(server.logins) == ["alice", "bob", "carol"]
     assert (
-        daemon.counters.value(
-            "quotawatch_account_errors_total", {"account": "bob", "reason": "auth"}
+        counter_value(
+            daemon.counters, "quotawatch_account_errors_total", {"account": "bob", "reason": "auth"}
         )
         == 1
     )
-    assert daemon.counters.value("quotawatch_errors_total", {"reason": "connect"}) == 1
-    assert daemon.counters.value("quotawatch_checks_total", {"result": "ok"}) == 1
+    assert counter_value(daemon.counters, "quotawatch_errors_total", {"reason": "connect"}) == 1
+    assert counter_value(daemon.counters, "quotawatch_checks_total", {"result": "ok"}) == 1
     assert server.commands["alice"] == ["quota", "folders", "close"]
     assert daemon.stop(grace=5)
 
@@ -197,7 +198,7 @@ def test_auth_failures_back_off_and_success_resets(tmp_path: Path, server: Serve
     clock.now += timedelta(minutes=15)
     assert daemon.run_job("bob") is None  # skipped: no login attempt
     assert server.logins == ["bob"]
-    assert daemon.counters.value("quotawatch_checks_total", {"result": "skipped"}) == 1
+    assert counter_value(daemon.counters, "quotawatch_checks_total", {"result": "skipped"}) == 1
     clock.now += timedelta(minutes=15)
     assert daemon.run_job("bob") is not None
     assert len(server.logins) == 2
@@ -255,8 +256,8 @@ def test_reload_adds_removes_and_reschedules(tmp_path: Path, server: Server) -> 
     assert daemon.scheduler.get_job("alice").trigger is not before
     assert daemon.runtime.accounts["alice"].host == "imap.example.org"
     assert (
-        daemon.counters.value(
-            "quotawatch_account_errors_total", {"account": "bob", "reason": "auth"}
+        counter_value(
+            daemon.counters, "quotawatch_account_errors_total", {"account": "bob", "reason": "auth"}
         )
         is None
     )

@@ -70,7 +70,6 @@ class Pop3Session:
         self._closed = False
         self._committed = False
         #: UIDLs a delete() was asked for that were no longer on the server
-        self.vanished: list[str] = []
 
     # ------------------------------------------------------------------ connection
     @classmethod
@@ -335,7 +334,7 @@ class Pop3Session:
         POP3 has no flags: ``keep`` has nothing to re-check.
 
         The UIDL list is read again first: UIDLs gone meanwhile (another client deleted them) are
-        left out and listed in :attr:`vanished`. A refused DELE raises and blocks commit().
+        left out, with why in ``kept``. A refused DELE raises and blocks commit().
         """
         self._inbox(folder)
         index = self._messages(fresh=True)
@@ -344,7 +343,8 @@ class Pop3Session:
         wanted = [str(u) for u in uids if str(u) not in self._marked]
         gone = [u for u in wanted if u not in index.by_uidl]
         if gone:
-            self.vanished.extend(gone)
+            if kept is not None:
+                kept.update(dict.fromkeys(gone, "no longer on the server (another client)"))
             log.warning(
                 "account=%s: %d message(s) of the plan are no longer on the server; skipped",
                 self.account,
