@@ -13,10 +13,10 @@ from quotawatch.config import Account, Rule
 from quotawatch.errors import ClockError
 from quotawatch.mail.session import FolderSelection, MailboxSession, SearchQuery
 from quotawatch.model import VIRTUAL_FLAGS, VIRTUAL_NAMES, FolderInfo, Snapshot
+from quotawatch.retention.caps import Limits
 from quotawatch.retention.client_guard import guard_candidates
 from quotawatch.retention.clock import SLACK, ClockRecord, judge
 from quotawatch.retention.planner import (
-    Limits,
     Plan,
     RuleSelection,
     age_cutoff,

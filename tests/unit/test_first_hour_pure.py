@@ -15,7 +15,8 @@ from quotawatch.config.url import parse_mailbox_url
 from quotawatch.logs import OneLineFormatter
 from quotawatch.mail.session import Candidate, FolderSelection
 from quotawatch.model import FolderInfo, QuotaResource, Snapshot
-from quotawatch.retention.planner import Limits, RuleSelection, plan
+from quotawatch.retention.caps import Limits
+from quotawatch.retention.planner import RuleSelection, plan
 from quotawatch.text import escape
 from quotawatch.units import format_percent
 from quotawatch.warnings.decision import Usage, WarningState, decide, why_not_due

@@ -10,6 +10,7 @@ from imapclient.datetime_util import parse_to_datetime
 from imapclient.response_parser import parse_fetch_response
 
 from quotawatch.mail.imap import fallback
+from quotawatch.mail.imap.searches import parse_search
 from quotawatch.mail.imap.syntax import uid_ranges
 from quotawatch.mail.imap.wire import (
     header_value,
@@ -17,7 +18,6 @@ from quotawatch.mail.imap.wire import (
     parse_fetch,
     parse_list,
     parse_quota,
-    parse_search,
     parse_status,
 )
 

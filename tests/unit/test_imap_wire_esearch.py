@@ -4,29 +4,29 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from quotawatch.mail.imap import fallback, wire
+from quotawatch.mail.imap import fallback, searches, wire
 
 
 def test_uid_sets() -> None:
-    assert wire.parse_uid_set(b"1:5,7,9:8") == [1, 2, 3, 4, 5, 7, 8, 9]
-    assert wire.parse_uid_set(b"4294967295") == [4294967295]
+    assert searches.parse_uid_set(b"1:5,7,9:8") == [1, 2, 3, 4, 5, 7, 8, 9]
+    assert searches.parse_uid_set(b"4294967295") == [4294967295]
     for bad in (b"", b"1:", b":3", b"1,,2", b"*", b"1:*", b"a", b"1 2"):
-        assert wire.parse_uid_set(bad) is None, bad
+        assert searches.parse_uid_set(bad) is None, bad
 
 
 def test_esearch_all_in_compact_ranges() -> None:
-    assert wire.parse_esearch([b'(TAG "A5") UID ALL 1:5000,5002']) == [*range(1, 5001), 5002]
-    assert wire.parse_esearch([b'(TAG "A5") UID']) == []  # nothing matched: no ALL
-    assert wire.parse_esearch([b"(TAG A6) UID ALL 3 COUNT 1 MIN 3 MAX 3"]) == [3]
-    assert wire.parse_esearch([b"UID ALL 7:9"]) == [7, 8, 9]  # no correlator
-    assert wire.parse_esearch([b'(tag "x") uid all 2,1']) == [1, 2]  # any case, any order
-    assert wire.parse_esearch([b'(TAG "A5") UID ALL 1:5 MODSEQ 12']) == [1, 2, 3, 4, 5]
-    assert wire.parse_esearch([]) == []
+    assert searches.parse_esearch([b'(TAG "A5") UID ALL 1:5000,5002']) == [*range(1, 5001), 5002]
+    assert searches.parse_esearch([b'(TAG "A5") UID']) == []  # nothing matched: no ALL
+    assert searches.parse_esearch([b"(TAG A6) UID ALL 3 COUNT 1 MIN 3 MAX 3"]) == [3]
+    assert searches.parse_esearch([b"UID ALL 7:9"]) == [7, 8, 9]  # no correlator
+    assert searches.parse_esearch([b'(tag "x") uid all 2,1']) == [1, 2]  # any case, any order
+    assert searches.parse_esearch([b'(TAG "A5") UID ALL 1:5 MODSEQ 12']) == [1, 2, 3, 4, 5]
+    assert searches.parse_esearch([]) == []
 
 
 def test_esearch_of_another_command_is_skipped() -> None:
     data = [b'(TAG "B1") UID ALL 1:3', b'(TAG "A7") UID ALL 9']
-    assert wire.parse_esearch(data, tag=b"A7") == [9]
+    assert searches.parse_esearch(data, tag=b"A7") == [9]
 
 
 def test_esearch_anything_unexpected_is_none_never_an_empty_answer() -> None:
@@ -38,14 +38,14 @@ def test_esearch_anything_unexpected_is_none_never_an_empty_answer() -> None:
         b'(TAG "A5") UID COUNT many',
         b"",
     ):
-        assert wire.parse_esearch([bad]) is None, bad
-    assert wire.parse_esearch([(b"UID ALL {3}", b"1:5")]) is None
+        assert searches.parse_esearch([bad]) is None, bad
+    assert searches.parse_esearch([(b"UID ALL {3}", b"1:5")]) is None
 
 
 def test_modified_response_code() -> None:
-    assert wire.modified_uids("[MODIFIED 7,9:11] Conditional STORE failed") == [7, 9, 10, 11]
-    assert wire.modified_uids("Store completed (0.001 + 0.000 secs).") is None
-    assert wire.modified_uids("[modified 3] x") == [3]
+    assert searches.modified_uids("[MODIFIED 7,9:11] Conditional STORE failed") == [7, 9, 10, 11]
+    assert searches.modified_uids("Store completed (0.001 + 0.000 secs).") is None
+    assert searches.modified_uids("[modified 3] x") == [3]
 
 
 def test_fetch_with_modseq_on_the_fast_path() -> None:

@@ -41,7 +41,8 @@ FORBIDDEN: tuple[tuple[str, str, str], ...] = (
 )
 #: plain functions over plain data: they import only these (and the standard library)
 PURE = {
-    "quotawatch.retention.planner": ("quotawatch.config", "quotawatch.mail.session", "quotawatch.model", "quotawatch.units", "quotawatch.retention.why"),
+    "quotawatch.retention.planner": ("quotawatch.config", "quotawatch.mail.session", "quotawatch.model", "quotawatch.units", "quotawatch.retention.why", "quotawatch.retention.caps"),
+    "quotawatch.retention.caps": ("quotawatch.config", "quotawatch.retention.planner"),
     "quotawatch.retention.why": ("quotawatch.config", "quotawatch.mail.session", "quotawatch.units"),
     "quotawatch.warnings.decision": ("quotawatch.config", "quotawatch.model", "quotawatch.units"),
     "quotawatch.warnings.forecast": ("quotawatch.model",),

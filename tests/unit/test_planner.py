@@ -10,7 +10,8 @@ import pytest
 from quotawatch.config import Rule
 from quotawatch.mail.session import Candidate, FolderSelection
 from quotawatch.model import FolderInfo, QuotaResource, Snapshot
-from quotawatch.retention.planner import Limits, Plan, RuleSelection, plan, projected_usage
+from quotawatch.retention.caps import Limits
+from quotawatch.retention.planner import Plan, RuleSelection, plan, projected_usage
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 KIB = 1024

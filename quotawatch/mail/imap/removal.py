@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from typing import Any
 
 from quotawatch.errors import CapabilityMissing, SafetyStop
+from quotawatch.mail.imap import searches
 from quotawatch.mail.imap import wire as imap_wire
 from quotawatch.mail.imap.errors import translate_errors
 from quotawatch.mail.imap.syntax import chunks, uid_ranges
@@ -124,7 +125,7 @@ class RemovalOps:
         typ, text, _ = imap_wire.command(self.client._imap, line, ())
         if typ != "OK":
             self.client._checkok("store", typ, [text])
-        modified = set(imap_wire.modified_uids(text) or ()) if since is not None else set()
+        modified = set(searches.modified_uids(text) or ()) if since is not None else set()
         for uid in modified:
             kept[uid] = MODIFIED
         return [u for u in uids if u not in modified]

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from quotawatch.errors import ProtocolError, SafetyStop
-from quotawatch.mail.imap import fallback
+from quotawatch.mail.imap import fallback, searches
 from quotawatch.mail.imap import wire as imap_wire
 from quotawatch.mail.imap.errors import translate_errors
 from quotawatch.mail.imap.removal import RemovalOps, modseq_of
@@ -107,11 +107,11 @@ class RetentionOps(RemovalOps):
         """One ``UID SEARCH <keys>``, answered as ESEARCH ``RETURN (ALL)`` ranges where offered."""
         if "ESEARCH" in self.capabilities():
             got = self._run("search", b"UID SEARCH RETURN (ALL) " + keys, b"ESEARCH")
-            uids = imap_wire.parse_esearch(got[b"ESEARCH"])
+            uids = searches.parse_esearch(got[b"ESEARCH"])
             data = got[b"ESEARCH"]
         else:
             data = self._run("search", b"UID SEARCH " + keys, b"SEARCH")[b"SEARCH"]
-            uids = imap_wire.parse_search(data)
+            uids = searches.parse_search(data)
         if uids is None:
             raise ProtocolError(self.account, f"unexpected SEARCH response: {str(data)[:200]}")
         return uids
