@@ -13,6 +13,23 @@ from typing import Any
 _encode = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
 
 
+def append_synced(path: Path, text: str) -> None:
+    """Append ``text`` to ``path`` (created 0600, its folder 0700) and fsync it before returning.
+    A line left torn by a crash stays alone on its line: the new text starts on a fresh one."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        end = os.fstat(fd).st_size
+        if end and os.pread(fd, 1, end - 1) != b"\n":
+            text = "\n" + text
+        data = memoryview(text.encode("utf-8"))
+        while data:
+            data = data[os.write(fd, data) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class AuditLog:
     """Appends JSON lines to ``path`` (``state_dir/audit.jsonl``); safe to share between threads.
 
@@ -30,15 +47,7 @@ class AuditLog:
         if not text:
             return
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                data = memoryview(text.encode("utf-8"))
-                while data:
-                    data = data[os.write(fd, data) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            append_synced(self.path, text)
 
     def entries(self) -> Iterator[dict[str, Any]]:
         """Every entry so far, oldest first (for tests and reports)."""

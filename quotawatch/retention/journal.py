@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import re
 import threading
 from collections.abc import Iterable, Sequence
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from quotawatch.errors import StateError
-from quotawatch.retention.audit import AuditLog
+from quotawatch.retention.audit import AuditLog, append_synced
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _encode = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
@@ -50,18 +49,7 @@ class Journal:
         path = self.path(account)
         text = "".join(_encode(line) + "\n" for line in lines)
         try:
-            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                end = os.fstat(fd).st_size
-                if end and os.pread(fd, 1, end - 1) != b"\n":
-                    text = "\n" + text  # a line torn by a crash stays alone on its line
-                data = memoryview(text.encode("utf-8"))
-                while data:
-                    data = data[os.write(fd, data) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            append_synced(path, text)
         except OSError as exc:
             raise StateError(account, str(path), exc) from None
 
