@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from quotawatch.mail.session import MessageMeta
+from quotawatch.model import Snapshot
 from quotawatch.retention.planner import Plan, PlannedAction
 
 
@@ -99,3 +100,38 @@ def with_status(
         for e in out:
             e["why"] = why
     return out
+
+
+def after_cleanup(snap: Snapshot, cleanup: CleanupResult | None) -> Snapshot:
+    """The snapshot corrected by what a cleanup in the same job removed (taken before it ran):
+    what the job stores and warns from, without asking the server again."""
+    if cleanup is None or not cleanup.done:
+        return snap
+    removed = [d for d in cleanup.done if not d.action.startswith("move:")]
+    freed = (
+        cleanup.freed_bytes if cleanup.freed_bytes is not None else sum(d.bytes for d in removed)
+    )
+    count = sum(d.messages for d in removed)
+    quota = tuple(
+        replace(q, usage=max(0, q.usage - (freed if q.resource == "STORAGE" else count)))
+        if q.resource in ("STORAGE", "MESSAGE")
+        else q
+        for q in snap.quota
+    )
+    delta: dict[str, tuple[int, int]] = {}
+    for d in cleanup.done:
+        m, b = delta.get(d.folder, (0, 0))
+        delta[d.folder] = (m - d.messages, b - d.bytes)
+        if d.action.startswith("move:"):
+            target = d.action[5:].strip()
+            m, b = delta.get(target, (0, 0))
+            delta[target] = (m + d.messages, b + d.bytes)
+    folders = tuple(
+        replace(
+            f,
+            messages=max(0, f.messages + delta.get(f.name, (0, 0))[0]),
+            size_bytes=max(0, f.size_bytes + delta.get(f.name, (0, 0))[1]),
+        )
+        for f in snap.folders
+    )
+    return replace(snap, quota=quota, folders=folders)

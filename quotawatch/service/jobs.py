@@ -24,7 +24,7 @@ from quotawatch.retention.executor import execute
 from quotawatch.retention.journal import Journal
 from quotawatch.retention.planner import Plan, failed_plan
 from quotawatch.retention.reconcile import reconcile
-from quotawatch.retention.results import CleanupResult
+from quotawatch.retention.results import CleanupResult, after_cleanup
 from quotawatch.retention.rules import plan_account
 from quotawatch.service.lock import MailboxLock
 from quotawatch.service.pool import per_account
@@ -260,6 +260,7 @@ def _run_account(
             if cleanup and the_plan is not None:
                 journal = Journal(audit or AuditLog(state.dir / "audit.jsonl"))
                 result = _execute(session, the_plan, account, rules, journal, now, progress)
+                report = replace(report, snapshot=after_cleanup(snap, result))
     except Exception as exc:  # e.g. the state database; the account counts as failed
         log.error("job failed account=%s: %s", account.name, exc, exc_info=exc)
         error = f"{account.name}: internal error: {type(exc).__name__}: {exc}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any, Protocol
@@ -85,40 +85,6 @@ def freeable(plan: Plan | None) -> tuple[Freeable, ...]:
     return tuple(by_rule.values())
 
 
-def after_cleanup(snap: Snapshot, cleanup: CleanupResult | None) -> Snapshot:
-    """The snapshot corrected by what a cleanup in the same job removed (taken before it ran)."""
-    if cleanup is None or not cleanup.done:
-        return snap
-    removed = [d for d in cleanup.done if not d.action.startswith("move:")]
-    freed = (
-        cleanup.freed_bytes if cleanup.freed_bytes is not None else sum(d.bytes for d in removed)
-    )
-    count = sum(d.messages for d in removed)
-    quota = tuple(
-        replace(q, usage=max(0, q.usage - (freed if q.resource == "STORAGE" else count)))
-        if q.resource in ("STORAGE", "MESSAGE")
-        else q
-        for q in snap.quota
-    )
-    delta: dict[str, tuple[int, int]] = {}
-    for d in cleanup.done:
-        m, b = delta.get(d.folder, (0, 0))
-        delta[d.folder] = (m - d.messages, b - d.bytes)
-        if d.action.startswith("move:"):
-            target = d.action[5:].strip()
-            m, b = delta.get(target, (0, 0))
-            delta[target] = (m + d.messages, b + d.bytes)
-    folders = tuple(
-        replace(
-            f,
-            messages=max(0, f.messages + delta.get(f.name, (0, 0))[0]),
-            size_bytes=max(0, f.size_bytes + delta.get(f.name, (0, 0))[1]),
-        )
-        for f in snap.folders
-    )
-    return replace(snap, quota=quota, folders=folders)
-
-
 def content(
     account: Account,
     snap: Snapshot,
@@ -183,7 +149,7 @@ def warn_account(
         return Outcome("none", detail="warnings are not configured")
     if report.snapshot is None:
         return Outcome("none", detail="no usage reading (the check failed)")
-    snap = after_cleanup(report.snapshot, cleanup)
+    snap = report.snapshot  # the pipeline has corrected it by what the job's cleanup removed
     usage = Usage.from_snapshot(snap)
     if usage is None:
         return Outcome("none", detail="no quota limit known")

@@ -27,7 +27,7 @@ from quotawatch.retention.executor import execute
 from quotawatch.retention.planner import Plan
 from quotawatch.retention.results import CleanupResult
 from quotawatch.retention.rules import plan_account
-from quotawatch.service.jobs import cleanup_account
+from quotawatch.service.jobs import check_account, cleanup_account
 from quotawatch.state import State
 from sandbox.dovecot import Dovecot, make_base_dir
 from tests.support import imap_account, write_config
@@ -408,6 +408,29 @@ def test_plan_and_apply_agree_through_the_cli(tmp_path: Path, user: Any, capsys:
     assert log == plan_uids and len(log) == 9
     assert main(["plan", "--config", str(path)]) == 0
     assert "nothing to do" in capsys.readouterr().out
+
+
+def test_the_stored_report_after_a_cleanup_shows_the_usage_after_it(
+    tmp_path: Path, user: Any
+) -> None:
+    """Metrics, warn --preview and the next warning read the stored report: after a cleanup it
+    is the usage the cleanup left, not the reading taken before it."""
+    deliver(user, "Trash", [(40, "S")] * 6 + [(3, "S")] * 4, size=20_000)
+    config, account, _ = setup(tmp_path, user, ["trash-30d"], max_delete_fraction=1.0)
+    plan, result = run(config, account, apply=True)
+    assert result is not None and result.ok and result.messages == 6, (plan, result)
+    state = State(config.state_dir)
+    try:
+        stored = state.last_report(account.name)
+    finally:
+        state.close()
+    assert stored is not None
+    live = check_account(account, SecretCache())
+    assert live.snapshot is not None
+    live_usage = {(q.resource, q.usage) for q in live.snapshot.quota}
+    assert {(q["resource"], q["usage"]) for q in stored[2]["quota"]} == live_usage
+    trash = {f["name"]: f["messages"] for f in stored[2]["folders"]}["Trash"]
+    assert trash == 4 and stored[2]["usage_ratio"] < (plan.usage_before or 0)
 
 
 @pytest.fixture(scope="module")

@@ -160,8 +160,7 @@ def test_digest_lists_accounts() -> None:
 
 def test_after_cleanup_corrects_usage_and_folders() -> None:
     from quotawatch.model import QuotaResource, Snapshot
-    from quotawatch.retention.results import ActionResult, CleanupResult
-    from quotawatch.warnings.notify import after_cleanup
+    from quotawatch.retention.results import ActionResult, CleanupResult, after_cleanup
 
     snap = Snapshot(
         "alice", "imap", NOW,
