@@ -123,6 +123,23 @@ class Counter:
 
         imaplib.IMAP4.readline = counted_readline  # type: ignore[method-assign]
         imaplib.IMAP4.read = counted_read  # type: ignore[method-assign]
+        # quotawatch reads through its bounded mixin, which overrides imaplib's readline/read
+        from quotawatch.mail.imap import client as qw_client
+
+        bounded_readline, bounded_read = qw_client._Bounded.readline, qw_client._Bounded.read
+
+        def counted_bounded_readline(self_: Any) -> bytes:
+            line: bytes = bounded_readline(self_)
+            counter.bytes += len(line)
+            return line
+
+        def counted_bounded_read(self_: Any, size: int) -> bytes:
+            data: bytes = bounded_read(self_, size)
+            counter.bytes += len(data)
+            return data
+
+        qw_client._Bounded.readline = counted_bounded_readline  # type: ignore[method-assign]
+        qw_client._Bounded.read = counted_bounded_read  # type: ignore[method-assign]
 
 
 COUNTER = Counter()
