@@ -15,9 +15,10 @@ from quotawatch.config import Config, load_config
 from quotawatch.config.files import account_secret_problems, file_problems, state_dir_problems
 from quotawatch.config.secrets import SecretCache
 from quotawatch.config.sources import all_accounts, select_accounts
-from quotawatch.errors import ConfigError
+from quotawatch.errors import ConfigError, QuotawatchError
 from quotawatch.extras import MissingExtra
 from quotawatch.logs import setup_logging
+from quotawatch.mail.oauth2.tokens import TokenBroker, secret_cache
 from quotawatch.model import AccountReport
 from quotawatch.parser import DEFAULT_CONFIG, build_parser
 
@@ -117,6 +118,46 @@ def _url_account(args: argparse.Namespace) -> tuple[Any, SecretCache]:
     return account, SecretCache(environ={PROMPTED: password})
 
 
+def _broker(config: Config, path: str) -> TokenBroker:
+    tokens = secret_cache(config, path).tokens
+    assert isinstance(tokens, TokenBroker)
+    return tokens
+
+
+def cmd_auth_login(args: argparse.Namespace) -> int:
+    """Device-code sign-in of one delegated account; the instructions go to stderr."""
+    from quotawatch.mail.oauth2.signin import login
+
+    config, accounts = load(args)
+    if len(args.account or []) != 1:
+        raise ConfigError("--account", [("", "auth login signs in one account: --account NAME")])
+    broker = _broker(config, config_path(args))
+    try:
+        login(accounts[0], broker, lambda line: print(line, file=sys.stderr, flush=True))
+    except QuotawatchError as exc:
+        print(f"quotawatch: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    where = broker.store.path if broker.store is not None else "memory"
+    print(f"{accounts[0].name}: signed in; refresh token stored in {where}/ (mode 0600)")
+    return EXIT_OK
+
+
+def cmd_auth_status(args: argparse.Namespace) -> int:
+    """Token state of every auth: oauth2 account (from the cache; contacts no server)."""
+    import time
+
+    from quotawatch.mail.oauth2.signin import status
+
+    config, accounts = load(args)
+    rows = status(accounts, _broker(config, config_path(args)))
+    if args.json:
+        print(json.dumps({"accounts": [r.to_json() for r in rows]}, indent=2))
+    else:
+        now = time.time()
+        print("\n".join(r.line(now) for r in rows) or "no account uses auth: oauth2")
+    return EXIT_FAILED if any(r.action for r in rows) else EXIT_OK
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from quotawatch.output import render_check
     from quotawatch.service.jobs import check_accounts
@@ -130,7 +171,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         if args.password_file or args.ca_file:
             raise ConfigError("check", [("", "--password-file and --ca-file go with a URL")])
         config, accounts = load(args)
-        secrets, concurrency = SecretCache(), config.schedule.concurrency
+        secrets = secret_cache(config, config_path(args))
+        concurrency = config.schedule.concurrency
     reports: list[AccountReport] = list(check_accounts(accounts, secrets, concurrency=concurrency))
     if args.json:
         print(
@@ -175,7 +217,7 @@ def _retention(args: argparse.Namespace, *, apply: bool) -> int:
     def runs_with(wrap: Any) -> list[tuple[Any, Any]]:
         return list(
             cleanup_accounts(
-                accounts, config, state, audit, SecretCache(), apply=apply,
+                accounts, config, state, audit, secret_cache(config, config_path(args)), apply=apply,
                 now=datetime.now(UTC), progress=_print_progress if show else None,
                 factory=wrap(open_session),
             )
@@ -232,7 +274,8 @@ def cmd_warn(args: argparse.Namespace) -> int:
     if args.force and not args.preview:
         raise ConfigError("warn", [("", "--force goes with --preview")])
     need_state_dir(config, config_path(args))
-    state, secrets, now = State(config.state_dir), SecretCache(), datetime.now(UTC)
+    state, now = State(config.state_dir), datetime.now(UTC)
+    secrets = secret_cache(config, config_path(args))
     try:
         if args.preview:
             texts = [
@@ -255,6 +298,8 @@ COMMANDS = {
     "cleanup": cmd_cleanup,
     "run": cmd_run,
     "warn": cmd_warn,
+    "auth login": cmd_auth_login,
+    "auth status": cmd_auth_status,
     "config check": cmd_config_check,
     "config init": cmd_config_init,
 }
@@ -264,6 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     name = args.command + (f" {args.config_command}" if args.command == "config" else "")
+    name += f" {args.auth_command}" if args.command == "auth" else ""
     default_level = "info" if args.command == "run" else "warning"
     setup_logging(args.log_level or default_level, args.log_format)
     try:

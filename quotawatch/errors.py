@@ -126,6 +126,11 @@ class CredentialsNotSent(AuthError):
         super().__init__(account, f"could not send credentials ({cause})")
 
 
+class TokenError(AuthError):
+    """Raised when no OAuth2 access token can be had (refused credential, revoked refresh token);
+    the message says what to run, never a token or secret."""
+
+
 class CapabilityMissing(MailboxError):
     """Raised when the server lacks a capability that an operation needs."""
 

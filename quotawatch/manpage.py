@@ -87,9 +87,9 @@ def render(parser: argparse.ArgumentParser | None = None) -> str:
     ]
     globals_ = {"log_level", "log_format"}
     for name, sub in _subparsers(parser).items():
-        if name == "config":
+        if name in ("config", "auth"):
             for cname, csub in _subparsers(sub).items():
-                top += _command(f"config {cname}", csub, globals_)
+                top += _command(f"{name} {cname}", csub, globals_)
         else:
             top += _command(name, sub, globals_)
     top += [
@@ -100,6 +100,9 @@ def render(parser: argparse.ArgumentParser | None = None) -> str:
         ".TP",
         "\\fISTATE_DIR/state.sqlite3\\fR, \\fISTATE_DIR/audit.jsonl\\fR",
         "state database and audit log of every removal",
+        ".TP",
+        "\\fISTATE_DIR/oauth2\\-tokens/\\fR",
+        "OAuth2 access and refresh tokens (directory mode 0700, files mode 0600)",
         ".SH SEE ALSO",
         "README.md of the quotawatch source, section Configuration reference.",
     ]

@@ -85,6 +85,41 @@ examples:
   quotawatch warn --config /etc/quotawatch/quotawatch.yaml --account alice --preview
   quotawatch warn --config /etc/quotawatch/quotawatch.yaml --account alice""",
     ),
+    "auth": (
+        "OAuth2 sign-in of auth: oauth2 accounts: login, status",
+        """Sign a person's mailbox in with OAuth2 (the device-code flow) and show the token state
+        of every auth: oauth2 account.""",
+        f"""{EXIT_CODES}
+
+example:
+  quotawatch auth status --config /etc/quotawatch/quotawatch.yaml""",
+    ),
+    "auth login": (
+        "sign a delegated account in (device code) and store its refresh token",
+        """For one account with auth: oauth2 and oauth2.flow: delegated: print the sign-in page
+        and the code to enter there (on stderr), wait until you have signed in, and store the
+        refresh token in state_dir/oauth2-tokens/ (mode 0600). No token is ever printed.""",
+        """exit status:
+  0  signed in
+  1  the sign-in was refused or expired
+  2  config or usage error
+
+example:
+  quotawatch auth login --config /etc/quotawatch/quotawatch.yaml --account me""",
+    ),
+    "auth status": (
+        "each OAuth2 account's token state and expiry",
+        """For every auth: oauth2 account: when its cached access token expires, whether a
+        refresh token is stored and when it lapses if unused, and what to run if a sign-in is
+        missing. Reads the token cache only; contacts no server.""",
+        """exit status:
+  0  every account can get a token
+  1  at least one account needs quotawatch auth login
+  2  config or usage error
+
+example:
+  quotawatch auth status --config /etc/quotawatch/quotawatch.yaml --json""",
+    ),
     "config": (
         "config file tools: check, init",
         """Check a config file without a server (every problem at once), or write a commented
@@ -249,6 +284,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--force", action="store_true", help="with --preview: print the mail even if none is due"
     )
+
+    p = _sub(sub, "auth", [common])
+    asub = p.add_subparsers(dest="auth_command", required=True, metavar="SUBCOMMAND")
+    pa = _sub(asub, "auth login", [common])
+    _config_option(pa)
+    _accounts_option(pa)
+    pa = _sub(asub, "auth status", [common])
+    _config_option(pa)
+    _accounts_option(pa)
+    _json_option(pa)
 
     p = _sub(sub, "config", [common])
     csub = p.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")

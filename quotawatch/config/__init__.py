@@ -10,6 +10,7 @@ from pydantic import Field, ValidationError
 
 from quotawatch.config.account import Account, AccountFields, AccountSource, AccountTemplate
 from quotawatch.config.base import DEFAULT_PORTS, Email, Strict, TlsMode, check_tls_mode
+from quotawatch.config.oauth2 import OAuth2
 from quotawatch.config.rules import Rule, pop3_rule_problems
 from quotawatch.config.service import AdminDigest, Metrics, Schedule, Smtp, Threshold, Warnings
 from quotawatch.errors import ConfigError
@@ -26,6 +27,7 @@ __all__ = [
     "Config",
     "Email",
     "Metrics",
+    "OAuth2",
     "Rule",
     "Schedule",
     "Smtp",
@@ -103,7 +105,11 @@ def _cross_checks(data: Config) -> list[tuple[str, str]]:
                     (f"rules.{rule_name}.{field}", f"{msg} (rule used by POP3 account at {where})")
                     for field, msg in pop3_rule_problems(rule)
                 ]
-        if owner.protocol == "pop3" and owner.quota is None and not owner.quota_from_imap:
+        if (
+            owner.protocol == "pop3"
+            and owner.quota is None
+            and not (owner.quota_from_imap or owner.quota_from_graph)
+        ):
             problems.append(
                 (f"{where}.quota", "a POP3 account needs quota: SIZE or quota_from_imap: true")
             )

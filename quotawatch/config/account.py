@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -16,12 +16,20 @@ from pydantic import (
 )
 
 from quotawatch.config.base import DEFAULT_PORTS, Strict, TlsMode, _check_email, check_tls_mode
+from quotawatch.config.oauth2 import OAuth2
+from quotawatch.config.profiles import EXCHANGE, Profile, fill_defaults
 from quotawatch.units import ByteSize, Duration, Percent
 
 
 class AccountFields(Strict):
     """Settings shared by accounts and account templates."""
 
+    provider: Profile | None = Field(
+        None,
+        description="Provider profile: fills in host and switches on the provider's quirks "
+        "(microsoft365/outlook: Exchange Online's folder names and a configured quota; gmail).",
+        examples=["microsoft365"],
+    )
     protocol: Literal["imap", "pop3"] = Field(
         "imap", description="Mail access protocol.", examples=["imap", "pop3"]
     )
@@ -59,6 +67,15 @@ class AccountFields(Strict):
         description="SASL PLAIN authorization identity: log in with username/password "
         "(an admin) and act as this user (Dovecot, Cyrus).",
         examples=["alice"],
+    )
+    auth: Literal["password", "oauth2"] = Field(
+        "password",
+        description="password: the password_* keys; oauth2: an access token as the oauth2: "
+        "block says (SASL XOAUTH2 or OAUTHBEARER).",
+        examples=["oauth2"],
+    )
+    oauth2: OAuth2 | None = Field(
+        None, description="With auth: oauth2: provider, client, flow and scopes."
     )
     password_file: Path | None = Field(
         None,
@@ -126,8 +143,15 @@ class AccountFields(Strict):
     # POP3 only
     quota: ByteSize | None = Field(
         None,
-        description="POP3: the mailbox quota (POP3 cannot ask the server).",
+        description="POP3, or IMAP with provider microsoft365/outlook: the mailbox quota "
+        "(neither can ask the server).",
         examples=["500MB"],
+    )
+    quota_from_graph: bool = Field(
+        False,
+        description="provider microsoft365 with auth: oauth2 app-only: read each mailbox's quota "
+        "and usage from Microsoft Graph's mailbox usage report (the app needs Reports.Read.All).",
+        examples=[False],
     )
     quota_from_imap: bool = Field(
         False,
@@ -157,6 +181,11 @@ class AccountFields(Strict):
 
     _check_email = field_validator("email", "warning_email")(lambda cls, v: _check_email(v))
 
+    @model_validator(mode="before")
+    @classmethod
+    def _profile(cls, data: Any) -> Any:
+        return fill_defaults(data)
+
     @field_validator("tls")
     @classmethod
     def _check_tls(cls, tls: TlsMode, info: ValidationInfo) -> TlsMode:
@@ -166,10 +195,30 @@ class AccountFields(Strict):
     @model_validator(mode="after")
     def _check_transport(self) -> AccountFields:
         sources = [self.password_file, self.password_env, self.password_credential]
-        if sum(s is not None for s in sources) != 1:
+        if self.auth == "oauth2":
+            if self.oauth2 is None:
+                raise ValueError("auth: oauth2 needs an oauth2: block")
+            if any(s is not None for s in sources):
+                raise ValueError(
+                    "auth: oauth2 takes no password_file, password_env, password_credential"
+                )
+            if self.authorize_as:
+                raise ValueError("authorize_as is for auth: password only")
+        elif self.oauth2 is not None:
+            raise ValueError("an oauth2: block needs auth: oauth2")
+        elif sum(s is not None for s in sources) != 1:
             raise ValueError("set exactly one of password_file, password_env, password_credential")
+        if self.quota_from_graph:
+            settings = self.oauth2
+            if settings is None or settings.provider != "microsoft" or settings.flow != "app-only":
+                raise ValueError(
+                    "quota_from_graph needs auth: oauth2 with provider microsoft, flow app-only"
+                )
+            if self.quota is not None or self.quota_from_imap:
+                raise ValueError("set one of quota, quota_from_imap, quota_from_graph")
         if self.protocol == "imap":
-            for name in ("quota", "client_state_file", "imap_port"):
+            exchange = self.provider in EXCHANGE
+            for name in ("client_state_file", "imap_port", *(() if exchange else ("quota",))):
                 if getattr(self, name) is not None:
                     raise ValueError(f"{name} is for POP3 accounts only")
             if self.quota_from_imap:

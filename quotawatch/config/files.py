@@ -95,6 +95,9 @@ def account_secret_problems(
     problems: Problems = []
     reported: set[tuple[str | None, str | None, str | None]] = set()
     for acct in accounts:
+        if acct.oauth2 is not None:
+            problems += _client_secret_problem(acct, where, secrets, reported)
+            continue
         key = (str(acct.password_file or ""), acct.password_env, acct.password_credential)
         try:
             secrets.get(acct.password_file, acct.password_env, acct.password_credential)
@@ -105,6 +108,34 @@ def account_secret_problems(
             loc = where.get(acct.name, f"account {acct.name}")
             problems.append((f"{loc}.{_field(acct.password_file, acct.password_env)}", str(exc)))
     return problems
+
+
+def _client_secret_problem(
+    acct: Account,
+    where: dict[str, str],
+    secrets: SecretCache,
+    reported: set[tuple[str | None, str | None, str | None]],
+) -> Problems:
+    """An ``auth: oauth2`` account's client secret (app-only, or where one is configured)."""
+    o = acct.oauth2
+    assert o is not None
+    if o.flow != "app-only" and not o.has_secret and o.client_certificate_file is None:
+        return []  # a public client: the refresh token from `auth login` is all it needs
+    file = o.client_certificate_file or o.client_secret_file
+    key = (str(file or ""), o.client_secret_env, o.client_secret_credential)
+    try:
+        secrets.client_secret(o)
+    except SecretError as exc:
+        if key in reported:
+            return []
+        reported.add(key)
+        field = (
+            "client_certificate_file" if o.client_certificate_file
+            else "client_secret_file" if o.client_secret_file
+            else "client_secret_env" if o.client_secret_env else "client_secret_credential"
+        )  # fmt: skip
+        return [(f"{where.get(acct.name, f'account {acct.name}')}.oauth2.{field}", str(exc))]
+    return []
 
 
 def file_problems(config: Config) -> Problems:

@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from quotawatch.config.base import Email, Strict, TlsMode, _check_from, check_tls_mode
+from quotawatch.config.oauth2 import OAuth2
 from quotawatch.units import Duration, Percent
 
 #: The shortest check interval: one login per account per minute is already a lot for a server.
@@ -144,6 +145,12 @@ class Smtp(Strict):
     password_credential: str | None = Field(
         None, description="systemd credential holding the SMTP password.", examples=["smtp"]
     )
+    auth: Literal["password", "oauth2"] = Field(
+        "password",
+        description="password, or oauth2 (AUTH XOAUTH2/OAUTHBEARER as the oauth2: block says).",
+        examples=["password"],
+    )
+    oauth2: OAuth2 | None = Field(None, description="With auth: oauth2: how to get the token.")
     from_: str = Field(
         alias="from", description="From header.", examples=["Mail service <postmaster@example.org>"]
     )
@@ -156,6 +163,16 @@ class Smtp(Strict):
         count = sum(
             s is not None for s in (self.password_file, self.password_env, self.password_credential)
         )
+        if self.auth == "oauth2":
+            if self.oauth2 is None or not self.username:
+                raise ValueError("auth: oauth2 needs username and an oauth2: block")
+            if count:
+                raise ValueError(
+                    "auth: oauth2 takes no password_file, password_env, password_credential"
+                )
+            return self
+        if self.oauth2 is not None:
+            raise ValueError("an oauth2: block needs auth: oauth2")
         if self.username and count != 1:
             raise ValueError(
                 "with username, set exactly one of password_file, password_env, password_credential"

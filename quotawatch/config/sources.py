@@ -27,6 +27,8 @@ def _expand(value: Any, user: str) -> Any:
         return value.replace("{user}", user)
     if isinstance(value, list):
         return [_expand(v, user) for v in value]
+    if isinstance(value, dict):
+        return {k: _expand(v, user) for k, v in value.items()}
     return value
 
 
@@ -117,4 +119,9 @@ def password_problems(accounts: Sequence[Account], secrets: SecretCache) -> list
 
 
 def password_for(account: Account, secrets: SecretCache) -> SecretStr:
+    """The secret to log in with: the password, or (auth: oauth2) a valid access token."""
+    if account.oauth2 is not None:
+        if secrets.tokens is None:
+            raise SecretError(f"account {account.name}", "auth: oauth2 but no token source")
+        return secrets.tokens.access_token(account.oauth2, account.username, account.name)
     return secrets.get(account.password_file, account.password_env, account.password_credential)

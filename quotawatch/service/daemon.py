@@ -22,6 +22,8 @@ from quotawatch.config.secrets import SecretCache
 from quotawatch.config.sources import all_accounts
 from quotawatch.errors import ConfigError
 from quotawatch.mail.connect import open_session
+from quotawatch.mail.oauth2.signin import refresh_lapses
+from quotawatch.mail.oauth2.tokens import TokenBroker, secret_cache
 from quotawatch.mail.session import SessionFactory
 from quotawatch.model import Clock, utcnow
 from quotawatch.service.backoff import BACKOFF_REASONS, Backoff, backoff_delay, fingerprint
@@ -82,10 +84,14 @@ class Daemon:
         """Read and validate the config; ConfigError lists every problem."""
         config = load_config(self.config_path)
         accounts = {a.name: a for a in all_accounts(config, self.config_path)}
-        return Runtime(config, accounts, SecretCache())
+        return Runtime(config, accounts, secret_cache(config, self.config_path))
 
     def _configure(self, rt: Runtime) -> None:
         rt_warn = self.warn_factory(rt.config, self.state, rt.secrets, self.counters)
+        tokens, oauth2 = rt.secrets.tokens, [a for a in rt.accounts.values() if a.oauth2]
+        self.collector.oauth2_expiry = dict
+        if isinstance(tokens, TokenBroker) and oauth2:
+            self.collector.oauth2_expiry = lambda: refresh_lapses(oauth2, tokens)
         self.runtime = Runtime(rt.config, rt.accounts, rt.secrets, rt_warn)
         self.collector.configure(
             list(rt.accounts),

@@ -13,9 +13,9 @@ from typing import Any
 
 from quotawatch.config import Account, Config, Rule
 from quotawatch.config.secrets import SecretCache
-from quotawatch.config.sources import password_for
 from quotawatch.errors import MailboxLocked, QuotawatchError, StateError
 from quotawatch.mail.connect import open_session
+from quotawatch.mail.oauth2.renew import open_account
 from quotawatch.mail.session import MailboxSession, SessionFactory
 from quotawatch.mail.snapshot import snapshot
 from quotawatch.model import AccountReport, Clock, Snapshot, utcnow
@@ -232,7 +232,7 @@ def _run_account(
     started = time.monotonic()
     session: MailboxSession | None = None
     try:
-        session = factory(account, password_for(account, secrets))
+        session = open_account(account, secrets, factory)
         snap = snapshot(session, now)
     except Exception as exc:  # noqa: BLE001 - every failure becomes the report's error
         if session is not None:

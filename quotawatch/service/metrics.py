@@ -86,6 +86,8 @@ GAUGES: dict[str, str] = {
     "quotawatch_folder_size_bytes": "Size of one of the account's largest folders, in bytes.",
     "quotawatch_folder_messages": "Messages in one of the account's largest folders.",
     "quotawatch_plan_pending_bytes": "Bytes the retention rules still want to free after the last cycle.",
+    "quotawatch_oauth2_token_expiry_timestamp_seconds": "Unix time when the account's stored "
+    "OAuth2 refresh token lapses if unused (last use + 90 days; delegated sign-in only); 0 = none stored.",
     "quotawatch_accounts_configured": "Accounts in the loaded config.",
     "quotawatch_cleanup_enabled": "1 if rules are applied on schedule (schedule.cleanup), 0 for monitor-only.",
     "quotawatch_scheduler_running": "1 while the scheduler runs (what /healthz reports).",
@@ -201,6 +203,8 @@ class StateCollector:
         self._accounts: tuple[str, ...] = ()
         self._top_folders = 10
         self._cleanup = True
+        #: account -> refresh-token lapse time, read from the token cache (never a login)
+        self.oauth2_expiry: Callable[[], Mapping[str, float]] = dict
 
     def configure(
         self,
@@ -243,6 +247,12 @@ class StateCollector:
             stored = reports.get(name)
             _account_samples(fams, name, stored[0].timestamp() if stored else None,
                              stored[2] if stored else {}, top)  # fmt: skip
+        lapses = self.oauth2_expiry()
+        for name in accounts:
+            if name in lapses:
+                fams["quotawatch_oauth2_token_expiry_timestamp_seconds"].add_metric(
+                    [name], lapses[name]
+                )
         fams["quotawatch_accounts_configured"].add_metric([], len(accounts))
         fams["quotawatch_cleanup_enabled"].add_metric([], int(cleanup))
         fams["quotawatch_scheduler_running"].add_metric([], int(self.running()))

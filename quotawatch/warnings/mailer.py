@@ -15,9 +15,10 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
-from quotawatch.config import Smtp, TlsMode
+from quotawatch.config import OAuth2, Smtp, TlsMode
 from quotawatch.config.secrets import SecretCache
-from quotawatch.errors import LOGIN_REFUSED, CaFileError, MailError, SecretError
+from quotawatch.errors import LOGIN_REFUSED, CaFileError, MailError, QuotawatchError, SecretError
+from quotawatch.mail.oauth2.sasl import MECHANISMS, Responder
 from quotawatch.mail.tls import tls_context
 from quotawatch.text import clean
 from quotawatch.warnings.render import Rendered
@@ -150,6 +151,9 @@ class Mailer:
         cfg = self.smtp
         if not cfg.username:
             return
+        if cfg.oauth2 is not None:
+            self._oauth2_login(conn, cfg.oauth2, cfg.username)
+            return
         try:
             password = self.secrets.get(
                 cfg.password_file, cfg.password_env, cfg.password_credential
@@ -171,6 +175,30 @@ class Mailer:
         except Exception as exc:  # noqa: BLE001 - replaced by a message that cannot hold a secret
             why = f"could not send credentials (unexpected {type(exc).__name__})"
             raise MailError(self.server, why, "auth") from None
+
+    def _oauth2_login(self, conn: smtplib.SMTP, settings: OAuth2, username: str) -> None:
+        """AUTH XOAUTH2 / OAUTHBEARER with the initial response (RFC 4954)."""
+        if self.secrets.tokens is None:
+            raise MailError(self.server, "auth: oauth2 but no token source", "config")
+        try:
+            token = self.secrets.tokens.access_token(settings, username, "smtp")
+        except SecretError as exc:
+            raise MailError(self.server, f"SMTP OAuth2 client secret: {exc}", "config") from None
+        except QuotawatchError as exc:
+            raise MailError(self.server, f"SMTP OAuth2 token: {exc}", exc.reason) from None
+        mech = MECHANISMS[settings.mechanism]
+        if mech not in conn.esmtp_features.get("auth", "").upper().split():
+            raise MailError(self.server, f"server does not offer AUTH {mech}", "auth")
+        host, port = self.smtp.host, self.smtp.effective_port
+        responder = Responder(settings.mechanism, username, token, host, port)
+        try:
+            conn.auth(mech, lambda challenge=None: responder(challenge).decode("ascii"))
+        except smtplib.SMTPAuthenticationError as exc:
+            raise MailError(self.server, f"{LOGIN_REFUSED} ({exc.smtp_code})", "auth") from None
+        except (smtplib.SMTPServerDisconnected, ConnectionError, EOFError):
+            raise MailError(self.server, "connection lost (login)", "connect") from None
+        except UnicodeError:  # smtplib sends SASL data as ASCII only
+            raise MailError(self.server, "could not send credentials (encoding)", "auth") from None
 
     def send(self, msg: EmailMessage) -> None:
         """Submit ``msg`` to its To and Cc addresses; MailError unless the server accepted it."""

@@ -13,22 +13,29 @@ from imapclient.imap_utf7 import decode as decode_utf7
 from pydantic import SecretStr
 
 from quotawatch.config import Account, TlsMode
+from quotawatch.config.profiles import EXCHANGE
 from quotawatch.errors import CapabilityMissing, CredentialsNotSent, TLSError
 from quotawatch.mail.imap import fallback
 from quotawatch.mail.imap import wire as imap_wire
 from quotawatch.mail.imap.client import GreetingClient
 from quotawatch.mail.imap.errors import login_errors, translate_errors
 from quotawatch.mail.imap.errors import text as _text
-from quotawatch.mail.imap.retention import RetentionOps
+from quotawatch.mail.imap.gmail import GmailOps
+from quotawatch.mail.imap.profiles import exchange_special_use
 from quotawatch.mail.imap.syntax import chunks, quote_mailbox
 from quotawatch.mail.limits import Guard
+from quotawatch.mail.oauth2.sasl import MECHANISMS, Responder
 from quotawatch.mail.tls import tls_context
 from quotawatch.model import FolderInfo, QuotaResource, special_use
 
 log = logging.getLogger(__name__)
 
+GMAIL_QUOTA_NOTE = (
+    "Gmail: the quota is the whole Google storage of the account (Gmail, Drive, Photos)"
+)
 
-class ImapSession(RetentionOps):
+
+class ImapSession(GmailOps):
     """One logged-in IMAP connection to one account. Never sends a bare EXPUNGE or CLOSE."""
 
     protocol = "imap"
@@ -41,6 +48,10 @@ class ImapSession(RetentionOps):
         self._selected: str | None = None
         self._selected_readonly = True
         self._uidvalidity: int | None = None
+        #: the account's provider profile and configured quota (Exchange: no IMAP QUOTA)
+        self.profile: str | None = None
+        self.configured_quota: int | None = None
+        self._folders_memo: tuple[FolderInfo, ...] | None = None
         imap = client._imap
         if imap.state == "NONAUTH" and (
             not client._starttls_done or getattr(imap, "read_after_starttls", False)
@@ -82,6 +93,7 @@ class ImapSession(RetentionOps):
                         )
                     client.starttls(ctx)
             session = cls(name, client)
+            session.profile, session.configured_quota = account.provider, account.quota
             with login_errors(name):
                 session._login(account, password)
             session._refresh_capabilities()
@@ -93,7 +105,10 @@ class ImapSession(RetentionOps):
 
     def _login(self, account: Account, password: SecretStr) -> None:
         """AUTHENTICATE PLAIN (UTF-8, RFC 4616) where offered, with authzid for authorize_as;
-        else LOGIN, whose strings imaplib sends as ASCII only."""
+        else LOGIN, whose strings imaplib sends as ASCII only; auth: oauth2 has its own branch."""
+        if account.oauth2 is not None:
+            self._oauth2_login(account, password)
+            return
         secret = password.get_secret_value()
         if "AUTH=PLAIN" in self._caps and "SASL-IR" in self._caps:
             self._plain_initial_response(account.authorize_as or "", account.username, secret)
@@ -122,6 +137,17 @@ class ImapSession(RetentionOps):
             raise imapclient.exceptions.LoginError(_text(data[-1] if data else typ))
         imap.state = "AUTH"
 
+    def _oauth2_login(self, account: Account, token: SecretStr) -> None:
+        """AUTHENTICATE XOAUTH2 / OAUTHBEARER (an access token is too long for LOGIN's line)."""
+        assert account.oauth2 is not None
+        mech = MECHANISMS[account.oauth2.mechanism]
+        if f"AUTH={mech}" not in self._caps:
+            raise CapabilityMissing(self.account, f"AUTH={mech}", "auth: oauth2")
+        responder = Responder(
+            account.oauth2.mechanism, account.username, token, account.host, account.effective_port
+        )
+        self.client.sasl_login(mech, responder)  # a refusal: LoginRefused, from login_errors
+
     def _refresh_capabilities(self) -> None:
         self.client._cached_capabilities = None
         with translate_errors(self.account, "CAPABILITY"):
@@ -147,6 +173,8 @@ class ImapSession(RetentionOps):
     def quota(self) -> tuple[tuple[QuotaResource, ...], tuple[str, ...]]:
         """All quota roots and resources of INBOX; STORAGE converted from KiB to bytes."""
         if "QUOTA" not in self._caps:
+            if self.configured_quota is not None:
+                return self._configured_quota()
             return (), ("server lacks QUOTA; no quota can be read",)
         with translate_errors(self.account, "GETQUOTAROOT"):
             got = self._run(
@@ -168,12 +196,29 @@ class ImapSession(RetentionOps):
                 if name == "STORAGE":
                     usage, limit = usage * 1024, limit * 1024
                 resources.append(QuotaResource(_mailbox_name(root), name, usage, limit))
-        notes = () if resources else ("server reports no quota limit for INBOX",)
+        notes: tuple[str, ...] = () if resources else ("server reports no quota limit for INBOX",)
+        if self.profile == "gmail":
+            notes += (GMAIL_QUOTA_NOTE,)
         return tuple(resources), notes
+
+    def _configured_quota(self) -> tuple[tuple[QuotaResource, ...], tuple[str, ...]]:
+        """The account's ``quota:`` as the limit, the summed folder sizes as usage (kept for the
+        next :meth:`folders` call, so a check reads them once)."""
+        assert self.configured_quota is not None
+        self._folders_memo = self.folders()
+        used = sum(f.size_bytes for f in self._folders_memo)
+        note = (
+            "server offers no IMAP QUOTA: limit from the config (quota:), "
+            "usage = sum of the folder sizes"
+        )
+        return (QuotaResource("configured", "STORAGE", used, self.configured_quota),), (note,)
 
     # ------------------------------------------------------------------ folders
     def folders(self) -> tuple[FolderInfo, ...]:
         """Every selectable folder with message count and size, using the fewest round trips."""
+        if self._folders_memo is not None:
+            memo, self._folders_memo = self._folders_memo, None
+            return memo
         with translate_errors(self.account, "folder sizes"):
             if "LIST-STATUS" in self._caps and "STATUS=SIZE" in self._caps:
                 return self._folders_list_status()
@@ -194,7 +239,7 @@ class ImapSession(RetentionOps):
             upper = {_text(f).upper() for f in flags}
             if "\\NOSELECT" in upper or "\\NONEXISTENT" in upper:
                 continue
-            out.append((str(name), _special(flags)))
+            out.append((str(name), self._special_use(flags, str(name))))
         return out
 
     def _folders_list_status(self) -> tuple[FolderInfo, ...]:
@@ -233,7 +278,7 @@ class ImapSession(RetentionOps):
             if name not in sizes:  # a server may omit STATUS for some folders; ask for it directly
                 st = self.client.folder_status(name, ["MESSAGES", "SIZE"])
                 messages, size = int(st[b"MESSAGES"]), int(st[b"SIZE"])
-            result.append(FolderInfo(name, messages, size, _special(flags)))
+            result.append(FolderInfo(name, messages, size, self._special_use(flags, name)))
         return tuple(result)
 
     def _folder_by_fetch(self, name: str, special: str | None) -> FolderInfo:
@@ -245,6 +290,18 @@ class ImapSession(RetentionOps):
             fetched = self.client.fetch(list(part), ["RFC822.SIZE"])
             total += sum(int(v[b"RFC822.SIZE"]) for v in fetched.values())
         return FolderInfo(name, len(uids), total, special)
+
+    def _special_use(self, flags: Sequence[Any], name: str) -> str | None:
+        """The folder's special-use flag; Exchange's well-known names stand in for missing flags."""
+        flag = _special(flags)
+        if flag is None and self.profile in EXCHANGE:
+            return exchange_special_use(name)
+        return flag
+
+    def _select(self, folder: str, *, readonly: bool, fresh: bool = True) -> tuple[int, int]:
+        if not readonly:  # a change may follow: folder sizes read for the quota are stale
+            self._folders_memo = None
+        return super()._select(folder, readonly=readonly, fresh=fresh)
 
     def commit(self) -> None:
         """IMAP changes are final when UID EXPUNGE / UID MOVE return."""

@@ -11,7 +11,7 @@ import poplib
 import re
 import socket
 import ssl
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -171,6 +171,23 @@ class Pop3Client(poplib.POP3):
         if challenge.startswith(b"+OK"):
             raise poplib.error_proto(b"-ERR AUTH PLAIN accepted without credentials")
         self.short(token)
+
+    def auth_sasl(self, mechanism: str, respond: Callable[[bytes | None], bytes]) -> None:
+        """SASL exchange (RFC 5034) for a client-first mechanism such as XOAUTH2: the response
+        goes after the server's empty challenge (a token is longer than an initial response may
+        be); later challenges (an error status) are answered as ``respond`` says."""
+        resp = self.short(f"AUTH {mechanism}")
+        first = True
+        for _ in range(4):
+            if resp.startswith(b"+OK"):
+                if first:
+                    raise poplib.error_proto(b"-ERR AUTH accepted without credentials")
+                return
+            challenge = base64.b64decode(resp[1:].strip()) if resp[1:].strip() else b""
+            answer = respond(None if first else challenge)
+            first = False
+            resp = self.short(base64.b64encode(answer).decode("ascii"))
+        raise poplib.error_proto(b"-ERR too many SASL challenges")
 
 
 def capability_names(caps: Mapping[str, Sequence[str]]) -> frozenset[str]:
