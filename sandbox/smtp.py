@@ -13,13 +13,18 @@ Run it alone for the demo::
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
+import collections
 import contextlib
+import json
 import logging
 import os
 import signal
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
@@ -72,12 +77,89 @@ class _Handler:
         return "250 Message accepted for delivery"
 
 
+class _OAuth2Handler(_Handler):
+    """Adds AUTH XOAUTH2 and OAUTHBEARER; the sink's ``oauth2`` callable judges (user, token)."""
+
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self._bearer(server, args, "XOAUTH2")
+
+    async def auth_OAUTHBEARER(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self._bearer(server, args, "OAUTHBEARER")
+
+    async def _bearer(self, server: SMTP, args: list[str], mechanism: str) -> AuthResult:
+        if len(args) > 1:
+            try:
+                blob = base64.b64decode(args[1], validate=True)
+            except binascii.Error:
+                return AuthResult(success=False, message="501 5.5.2 Can't decode base64")
+        else:
+            got = await server.challenge_auth("")
+            if not isinstance(got, bytes):
+                return AuthResult(success=False, handled=True)
+            blob = got
+        user, token = parse_bearer(blob)
+        check = self.sink.oauth2
+        if check is not None and user and token and check(user, token):
+            self.sink.oauth2_logins.append((mechanism, user))
+            return AuthResult(success=True, auth_data=user)
+        with self.sink._lock:
+            self.sink.auth_failures += 1
+        error = {
+            "status": "401",
+            "schemes": "bearer",
+            "scope": "https://outlook.office.com/SMTP.Send",
+        }
+        await server.challenge_auth(
+            json.dumps(error)
+        )  # RFC 7628 3.2.2: the client answers, then 535
+        return AuthResult(success=False, handled=False)
+
+
+def parse_bearer(blob: bytes) -> tuple[str, str]:
+    """(user, token) of an XOAUTH2 or OAUTHBEARER client response ("" where missing)."""
+    text = blob.decode("utf-8", "replace")
+    user = token = ""
+    head, _, rest = text.partition("\x01")
+    if head.startswith("n,"):  # OAUTHBEARER: gs2 header "n,a=user,"
+        for part in head.split(","):
+            if part.startswith("a="):
+                user = part[2:].replace("=2C", ",").replace("=3D", "=")
+        fields = rest.split("\x01")
+    else:
+        fields = text.split("\x01")
+    for item in fields:
+        if item.startswith("user="):
+            user = item[5:]
+        elif item.lower().startswith("auth=bearer "):
+            token = item[12:]
+    return user, token
+
+
+class _LongAuthSMTP(SMTP):
+    """RFC 4954 allows AUTH lines of 12,288 octets (an OAuth2 token is ~2 KB); aiosmtpd's default is 512."""
+
+    line_length_limit = 16384
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        limits: collections.defaultdict[str, int] = collections.defaultdict(lambda: 512)
+        limits["AUTH"] = 12288
+        self.command_size_limits = limits
+
+
+class _Controller(Controller):
+    def factory(self) -> SMTP:
+        return _LongAuthSMTP(self.handler, **self.SMTP_kwargs)
+
+
 class SmtpSink:
     """An SMTP server on 127.0.0.1 that accepts and keeps every message.
 
     ``starttls=True`` offers STARTTLS and refuses MAIL before it; ``implicit_tls=True`` speaks
     TLS from the first byte (like port 465). ``auth`` maps usernames to passwords and makes
-    AUTH mandatory (only after TLS). ``cert_file``/``key_file`` replace the throw-away certificate.
+    AUTH mandatory (only after TLS). ``oauth2`` (a callable judging user and bearer token) adds
+    AUTH XOAUTH2 and OAUTHBEARER (and makes AUTH mandatory); successful ones are recorded in
+    :attr:`oauth2_logins`. ``cert_file``/``key_file`` replace the throw-away certificate.
     """
 
     def __init__(
@@ -91,6 +173,7 @@ class SmtpSink:
         key_file: Path | None = None,
         port: int | None = None,
         host: str = "127.0.0.1",
+        oauth2: Callable[[str, str], bool] | None = None,
     ) -> None:
         if starttls and implicit_tls:
             raise ValueError("choose starttls or implicit_tls, not both")
@@ -101,7 +184,9 @@ class SmtpSink:
         self.port = port or 0
         self.starttls = starttls
         self.implicit_tls = implicit_tls
-        self.auth = dict(auth) if auth else None
+        self.auth = dict(auth) if auth else ({} if oauth2 else None)
+        self.oauth2 = oauth2
+        self.oauth2_logins: list[tuple[str, str]] = []
         self.messages: list[ReceivedMail] = []
         self.auth_failures = 0
         self._lock = threading.Lock()
@@ -164,7 +249,8 @@ class SmtpSink:
             kwargs.update(
                 authenticator=self._authenticate, auth_required=True, auth_require_tls=True
             )
-        controller = Controller(_Handler(self), server_hostname="sink.sandbox", **kwargs)
+        handler = _OAuth2Handler(self) if self.oauth2 else _Handler(self)
+        controller = _Controller(handler, server_hostname="sink.sandbox", **kwargs)
         controller.start()
         self._controller = controller
         return self

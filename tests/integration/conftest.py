@@ -7,6 +7,12 @@
 * ``dovecot_virtual``  -- session-wide server with a virtual ``Virtual/All`` (``\\All``) folder.
 * ``dovecot_plain``    -- session-wide server hiding CONDSTORE (with QRESYNC, which implies
                           it) and WITHIN: no mod-sequences, no server-side clock.
+* ``dovecot_exchange`` -- session-wide server that looks like Exchange Online over IMAP: no
+                          QUOTA, STATUS=SIZE, LIST-STATUS, SPECIAL-USE or SAVEDATE.
+* ``oauth``            -- session-wide local OAuth2/OpenID provider over TLS
+                          (sandbox.oauth_server.OAuthServer).
+* ``dovecot_oauth2``   -- session-wide server that also takes XOAUTH2/OAUTHBEARER tokens,
+                          checked by introspection at ``oauth``.
 * ``user``             -- a fresh user (``sandbox.dovecot.SandboxUser``: name, password,
                           dovecot) with a random password and 10 MiB quota on ``dovecot``.
 
@@ -29,6 +35,8 @@ from pathlib import Path
 import pytest
 
 from sandbox.dovecot import DOVECOT_BIN, Dovecot, SandboxUser, make_base_dir
+from sandbox.dovecot_oauth2 import OAuth2Passdb
+from sandbox.oauth_server import OAuthServer
 
 _HERE = Path(__file__).parent
 _user_numbers = itertools.count(1)
@@ -40,7 +48,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-def _serve(name: str, hide: tuple[str, ...] = (), virtual_all: bool = False) -> Iterator[Dovecot]:
+def _serve(
+    name: str,
+    hide: tuple[str, ...] = (),
+    virtual_all: bool = False,
+    oauth2: OAuth2Passdb | None = None,
+) -> Iterator[Dovecot]:
     if not Path(DOVECOT_BIN).exists():
         why = (
             f"Dovecot is not installed ({DOVECOT_BIN}); apt-get install dovecot-imapd dovecot-pop3d"
@@ -49,7 +62,9 @@ def _serve(name: str, hide: tuple[str, ...] = (), virtual_all: bool = False) -> 
             pytest.fail(why)  # in CI a missing server is a broken set-up, never a silent skip
         pytest.skip(why)
     base = make_base_dir(f"qw-{name}-")
-    server = Dovecot(base, hide_capabilities=hide, name=name, virtual_all=virtual_all)
+    server = Dovecot(
+        base, hide_capabilities=hide, name=name, virtual_all=virtual_all, oauth2=oauth2
+    )
     try:
         server.start()
         yield server
@@ -87,6 +102,30 @@ def dovecot_virtual() -> Iterator[Dovecot]:
 @pytest.fixture(scope="session")
 def dovecot_plain() -> Iterator[Dovecot]:
     yield from _serve("plain", ("CONDSTORE", "QRESYNC", "WITHIN"))
+
+
+@pytest.fixture(scope="session")
+def dovecot_exchange() -> Iterator[Dovecot]:
+    yield from _serve(
+        "exchange", ("QUOTA", "STATUS=SIZE", "LIST-STATUS", "SPECIAL-USE", "SAVEDATE")
+    )
+
+
+@pytest.fixture(scope="session")
+def oauth() -> Iterator[OAuthServer]:
+    base = make_base_dir("qw-oauth-")  # world-traversable: Dovecot's auth process reads the CA
+    server = OAuthServer(base)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        if os.environ.get("QW_KEEP_SANDBOX") != "1":
+            shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def dovecot_oauth2(oauth: OAuthServer) -> Iterator[Dovecot]:
+    yield from _serve("oauth2", oauth2=OAuth2Passdb(oauth.introspection_url, oauth.ca_file))
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ MODELS: list[type[BaseModel]] = [
     config.Smtp,
     config.Warnings,
     config.AdminDigest,
+    config.OAuth2,
 ]
 
 
