@@ -34,7 +34,7 @@ class Session:
             raise ConnectError(self.account, self.fail.pop())
         return (FolderInfo("INBOX", 1, 10, None),)
 
-    def delete(self, folder: str, uidvalidity: int | None, uids: Any) -> int:
+    def delete(self, folder: str, uidvalidity: int | None, uids: Any, *_: Any) -> int:
         self.calls.append("delete")
         return len(uids)
 

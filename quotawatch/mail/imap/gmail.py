@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 
 from quotawatch.config.profiles import GMAIL_BINS
 from quotawatch.errors import CapabilityMissing
 from quotawatch.mail.imap import wire as imap_wire
 from quotawatch.mail.imap.errors import translate_errors
-from quotawatch.mail.imap.retention import DELETED, RetentionOps
-from quotawatch.mail.imap.syntax import chunks, quote_mailbox, uid_ranges
+from quotawatch.mail.imap.removal import DELETED
+from quotawatch.mail.imap.retention import RetentionOps
+from quotawatch.mail.imap.syntax import quote_mailbox, uid_ranges
+from quotawatch.mail.session import Keep
 
 log = logging.getLogger(__name__)
 
@@ -45,44 +47,46 @@ class GmailOps(RetentionOps):
     def _list(self) -> list[tuple[str, str | None]]:
         raise NotImplementedError
 
-    def delete(self, folder: str, uidvalidity: int | None, uids: Sequence[int | str]) -> int:
+    def delete(
+        self,
+        folder: str,
+        uidvalidity: int | None,
+        uids: Sequence[int | str],
+        keep: Keep | None = None,
+        kept: MutableMapping[int | str, str] | None = None,
+    ) -> int:
         if self.profile != "gmail" or not uids:
-            return super().delete(folder, uidvalidity, uids)
+            return super().delete(folder, uidvalidity, uids, keep, kept)
         with translate_errors(self.account, "LIST"):
             specials = dict(self._list())
         flag = (specials.get(folder) or "").lower()
         if flag in GMAIL_BINS or folder.lower() in GMAIL_BINS:
-            return super().delete(folder, uidvalidity, uids)
+            return super().delete(folder, uidvalidity, uids, keep, kept)
         trash = next((name for name, f in specials.items() if f == "\\Trash"), None)
         if trash is None:
             raise CapabilityMissing(self.account, "a \\Trash folder", f"deleting in {folder}")
         if not {"MOVE", "UIDPLUS"} <= self.capabilities():
             raise CapabilityMissing(self.account, "MOVE and UIDPLUS", f"deleting in {folder}")
-        removed, landed = self._move_to(folder, uidvalidity, uids, trash)
-        self._purge(trash, landed)
-        return removed
+        landed: list[tuple[int, str] | None] = []
 
-    def _move_to(
-        self, folder: str, uidvalidity: int | None, uids: Sequence[int | str], trash: str
-    ) -> tuple[int, list[tuple[int, str] | None]]:
-        """UID MOVE of the planned UIDs that still exist; how many left, and where they landed."""
-        removed, landed = 0, []
-        with translate_errors(self.account, f"move from {folder} to {trash}"):
-            self._check(folder, uidvalidity, readonly=False)
-            for part in chunks(sorted({int(u) for u in uids})):
-                existing = self._search_uids(uid_ranges(part))
-                if not existing:
-                    continue
-                uid_set = uid_ranges(existing)
-                line = b"UID MOVE " + uid_set.encode() + b" " + quote_mailbox(trash)
+        def act(
+            eligible: list[int], keep: Keep, notes: MutableMapping[int | str, str]
+        ) -> list[int]:
+            """UID MOVE of the planned UIDs the re-selection still finds unprotected and
+            unchanged (as RemovalOps.move does), noting where they landed."""
+            same = self._unchanged(eligible, keep, notes)
+            if same:
+                line = b"UID MOVE " + uid_ranges(same).encode() + b" " + quote_mailbox(trash)
                 typ, text, got = imap_wire.command(self.client._imap, line, (b"OK",))
                 if typ != "OK":
                     self.client._checkok("move", typ, [text])
                 landed.append(parse_copyuid([*got[b"OK"], text]))
-                survivors = self._search_uids(uid_set)
-                removed += len(existing) - len(survivors)
-                self._drop_noise()
-        return removed, landed
+            return same
+
+        with translate_errors(self.account, f"move from {folder} to {trash}"):
+            removed = self._remove(folder, uidvalidity, uids, keep, kept, act, False)
+        self._purge(trash, landed)
+        return removed
 
     def _purge(self, trash: str, landed: Sequence[tuple[int, str] | None]) -> None:
         """Remove in Trash exactly the UIDs the moves reported, under the reported UIDVALIDITY."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any, TypeVar
 
 from pydantic import SecretStr
@@ -27,6 +27,7 @@ from quotawatch.mail.oauth2.graph import reports_for
 from quotawatch.mail.oauth2.tokens import TokenBroker
 from quotawatch.mail.session import (
     FolderSelection,
+    Keep,
     MailboxSession,
     MessageMeta,
     SearchQuery,
@@ -131,17 +132,30 @@ class RenewingSession:
     def fetch_message(self, folder: str, uidvalidity: int | None, uid: int | str) -> bytes:
         return self._call(lambda s: s.fetch_message(folder, uidvalidity, uid))
 
-    def delete(self, folder: str, uidvalidity: int | None, uids: Sequence[int | str]) -> int:
+    def delete(
+        self,
+        folder: str,
+        uidvalidity: int | None,
+        uids: Sequence[int | str],
+        keep: Keep | None = None,
+        kept: MutableMapping[int | str, str] | None = None,
+    ) -> int:
         if self.deferred_deletes:
             self._call(lambda s: None)  # renew now if due: afterwards the session must stay
             self._marked = True
-            return self._inner.delete(folder, uidvalidity, uids)
-        return self._call(lambda s: s.delete(folder, uidvalidity, uids))
+            return self._inner.delete(folder, uidvalidity, uids, keep, kept)
+        return self._call(lambda s: s.delete(folder, uidvalidity, uids, keep, kept))
 
     def move(
-        self, folder: str, uidvalidity: int | None, uids: Sequence[int | str], target: str
+        self,
+        folder: str,
+        uidvalidity: int | None,
+        uids: Sequence[int | str],
+        target: str,
+        keep: Keep | None = None,
+        kept: MutableMapping[int | str, str] | None = None,
     ) -> int:
-        return self._call(lambda s: s.move(folder, uidvalidity, uids, target))
+        return self._call(lambda s: s.move(folder, uidvalidity, uids, target, keep, kept))
 
     def commit(self) -> None:
         self._inner.commit()
