@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from pydantic import SecretStr
 
+from quotawatch.config import Account
+
 MECHANISMS = {"xoauth2": "XOAUTH2", "oauthbearer": "OAUTHBEARER"}
 
 
@@ -36,6 +38,13 @@ class Responder:
     host: str
     port: int
     sent: bool = False
+
+    @classmethod
+    def for_account(cls, account: Account, token: SecretStr) -> Responder:
+        """The responder for ``account``'s mechanism, user, host and port."""
+        assert account.oauth2 is not None
+        mech, port = account.oauth2.mechanism, account.effective_port
+        return cls(mech, account.username, token, account.host, port)
 
     def __call__(self, challenge: bytes | None = None) -> bytes:
         if not self.sent:

@@ -118,18 +118,12 @@ class Pop3Session:
             raise
 
     def _login(self, account: Account, password: SecretStr) -> None:
-        """SASL PLAIN where offered (with authzid for authorize_as), else USER/PASS; with
-        auth: oauth2, SASL XOAUTH2 or OAUTHBEARER."""
-        if account.oauth2 is not None:
+        """SASL PLAIN where offered (with authzid for authorize_as), else USER/PASS."""
+        if account.oauth2 is not None:  # SASL XOAUTH2 or OAUTHBEARER; refusals: login_errors
             mech = MECHANISMS[account.oauth2.mechanism]
             if f"SASL={mech}" not in self._caps:
                 raise CapabilityMissing(self.account, f"SASL {mech}", "auth: oauth2")
-            responder = Responder(
-                account.oauth2.mechanism, account.username, password, account.host,
-                account.effective_port,
-            )  # fmt: skip
-            self._client.auth_sasl(mech, responder)  # a refusal: LoginRefused, from login_errors
-            return
+            return self._client.auth_sasl(mech, Responder.for_account(account, password))
         secret = password.get_secret_value()
         if "SASL=PLAIN" in self._caps:
             self._client.auth_plain(account.username, secret, account.authorize_as or "")
