@@ -11,7 +11,8 @@ POP3: ``normal``, ``endless_multiline`` (a listing that never ends with ``.``),
 ``misbehave_on`` says when: ``"after-login"`` (the first command after a successful
 LOGIN/AUTHENTICATE/PASS/AUTH), ``"greeting"``, or a command such as ``"GETQUOTAROOT"``,
 ``"UID FETCH"`` or ``"UIDL"``. Endless output stops after ``max_bytes`` per connection;
-every connection is closed after ``max_seconds``. Any user and password are accepted.
+every connection is closed after ``max_seconds``. Any user and password are accepted
+(AUTH=XOAUTH2/OAUTHBEARER are advertised for :mod:`sandbox.expiring`, which accepts them).
 ``tls=True`` speaks implicit TLS with a certificate from a throw-away ``trustme`` CA
 (``ca_file``, or :meth:`HostileServer.client_context`).
 """
@@ -45,7 +46,7 @@ IMAP_MODES = frozenset(
 POP3_MODES = frozenset({"normal", "endless_multiline", "huge_line", "trickle", "garbage_greeting"})
 IMAP_CAPABILITIES = (
     b"IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE LITERAL+ NAMESPACE UIDPLUS QUOTA"
-    b" AUTH=PLAIN AUTH=LOGIN"
+    b" AUTH=PLAIN AUTH=LOGIN AUTH=XOAUTH2 AUTH=OAUTHBEARER"
 )
 #: What ``garbage_greeting`` sends: TLS-record-like binary junk, then CRLF.
 GARBAGE = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\x00" + bytes(range(128, 256)) * 4 + b"\r\n"
