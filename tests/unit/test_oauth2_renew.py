@@ -1,4 +1,4 @@
-"""RenewingSession: a new login before the token runs out, one retry after an expired-token BYE, none after a POP3 DELE."""
+"""RenewingSession: a new login before the token runs out, no retry for other errors nor after a POP3 DELE (the BYE retry: tests/integration/test_oauth2_expired_bye.py)."""
 
 from __future__ import annotations
 
@@ -78,13 +78,6 @@ def test_logs_in_again_before_the_token_expires(tmp_path: Path) -> None:
     session.folders()
     assert [s.token for s in sessions] == ["token-1", "token-2"]
     assert sessions[0].closed and session.renewals == 1
-
-
-def test_expired_token_bye_logs_in_again_and_repeats_the_operation_once(tmp_path: Path) -> None:
-    session, sessions, _now = setup(tmp_path, fail=[BYE])
-    assert session.folders()[0].name == "INBOX"
-    assert [s.token for s in sessions] == ["token-1", "token-2"]  # the cached token was dropped
-    assert sessions[0].calls == ["folders"] and sessions[1].calls == ["folders"]
 
 
 def test_other_connection_errors_are_not_retried(tmp_path: Path) -> None:
