@@ -336,10 +336,14 @@ class Dovecot:
     virtual plugin's folder ``Virtual/All`` with the special-use flag ``\\All``: a
     view of every message in every other folder, INBOX included (as Gmail's All
     Mail), where an EXPUNGE removes the message from the folder it is kept in.
+    ``doveadm_api=True`` switches on Dovecot's doveadm HTTP API (``doveadm_url``,
+    HTTPS with the sandbox certificate, key ``doveadm_api_key``, also in
+    ``doveadm_key_file``) and keeps every user in one iterable userdb file, so
+    ``doveadm user '*'`` and ``quota get -A`` work; other instances are unchanged.
 
     After :meth:`start`: ``host`` (127.0.0.1), ``imap_port`` (STARTTLS offered),
     ``imaps_port``, ``pop3_port`` (STLS offered), ``pop3s_port``, ``ca_file``,
-    ``other_ca_file``, ``master_user`` / ``master_password``; also ``conf_file``,
+    ``doveadm_port`` (0 without ``doveadm_api``), ``other_ca_file``, ``master_user`` / ``master_password``; also ``conf_file``,
     ``log_file`` and ``base_dir``. Usable as a context manager.
     """
 
@@ -355,6 +359,7 @@ class Dovecot:
         stop_at_exit: bool = True,
         virtual_all: bool = False,
         oauth2: OAuth2Passdb | None = None,
+        doveadm_api: bool = False,
     ) -> None:
         self.base_dir = Path(base_dir).absolute()
         if len(str(self.base_dir)) > MAX_BASE_DIR_LEN:
@@ -373,6 +378,7 @@ class Dovecot:
         self.oauth2 = oauth2
         self.stop_at_exit = stop_at_exit
         self.virtual_all = virtual_all
+        self.doveadm_api = doveadm_api
         self.hide_capabilities: tuple[str, ...] = tuple(c.upper() for c in hide_capabilities)
         known = {c.upper() for c in DEFAULT_IMAP_CAPABILITY}
         unknown = [c for c in self.hide_capabilities if c not in known]
@@ -396,11 +402,15 @@ class Dovecot:
         self.key_file = self.ssl_dir / "server.key"
         self.master_file = self.auth_dir / "master-users"
         self.pid_file = self.run_dir / "master.pid"
+        self.userdb_file = self.auth_dir / "userdb"
+        self.doveadm_key_file = self.base_dir / "doveadm-api.key"
 
         self.imap_port = 0
         self.imaps_port = 0
         self.pop3_port = 0
         self.pop3s_port = 0
+        self.doveadm_port = 0
+        self.doveadm_api_key = ""
         self.master_password = ""
         self._ident: _Identity | None = None
         self._pid: int | None = None
@@ -458,6 +468,10 @@ class Dovecot:
             os.chown(self.users_dir, 0, ident.internal_gid)
         self._make_certificates()
         self._write_master_user()
+        if self.doveadm_api:
+            self._write_api_key()
+            if not self.userdb_file.exists():
+                self._write_auth_file(self.userdb_file, "")
         if self.virtual_all:
             definition = self.base_dir / "virtual" / "All" / "dovecot-virtual"
             definition.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -468,7 +482,9 @@ class Dovecot:
 
         last_error = ""
         for _ in range(_START_ATTEMPTS):
-            self.imap_port, self.imaps_port, self.pop3_port, self.pop3s_port = _free_ports(4)
+            ports = _free_ports(5)
+            self.imap_port, self.imaps_port, self.pop3_port, self.pop3s_port = ports[:4]
+            self.doveadm_port = ports[4] if self.doveadm_api else 0
             self.conf_file.write_text(self._config())
             log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
             stderr_file = self.base_dir / "dovecot.stderr"
@@ -529,6 +545,39 @@ class Dovecot:
         ``quota_bytes=0`` means no storage limit. The Maildir is created with the
         special-use folders Trash, Junk, Sent and Drafts (auto-subscribed).
         """
+        self.add_users([(user, password, quota_bytes, quota_messages)])
+
+    def add_users(self, users: Iterable[tuple[str, str, int, int | None]]) -> None:
+        """Create (or update) many users at once: ``(name, password, quota_bytes, quota_messages)``.
+
+        With ``doveadm_api`` the shared userdb file is rewritten once and the call waits
+        for the next second (Dovecot re-reads a changed passwd-file at most once a second).
+        """
+        changed = False
+        lines: dict[str, str] = {}
+        for user, password, quota_bytes, quota_messages in users:
+            line = self._user_line(user, password, quota_bytes, quota_messages)
+            lines[user] = line
+            path = self.users_dir / user
+            try:
+                previous: str | None = path.read_text()
+            except FileNotFoundError:
+                previous = None
+            if previous == line:
+                continue
+            self._write_auth_file(path, line)
+            changed = changed or previous is not None
+        if self.doveadm_api and lines:
+            self._update_userdb(lines)
+            changed = True
+        if changed:
+            # Dovecot re-stats a passwd-file at most once per second (per auth
+            # process clock tick), so a change is only seen from the next second on.
+            time.sleep(1.05 - time.time() % 1.0)
+
+    def _user_line(
+        self, user: str, password: str, quota_bytes: int, quota_messages: int | None
+    ) -> str:
         if not _USERNAME_RE.match(user):
             raise ValueError(f"invalid user name {user!r}")
         if quota_bytes < 0 or (quota_messages is not None and quota_messages < 0):
@@ -539,27 +588,54 @@ class Dovecot:
         for folder in (maildir, *(maildir / name for name in SPECIAL_USE_FOLDERS)):
             for sub in ("cur", "new", "tmp"):
                 self._mail_mkdir(folder / sub)
-
         rule = f"*:storage={quota_bytes}B"
         if quota_messages is not None:
             rule += f":messages={quota_messages}"
         secret = base64.b64encode(password.encode()).decode()
-        line = (
+        return (
             f"{user}:{{PLAIN.b64}}{secret}:{ident.mail_uid}:{ident.mail_gid}::{home}::"
             f"userdb_quota_rule={rule}\n"
         )
-        path = self.users_dir / user
-        try:
-            previous: str | None = path.read_text()
-        except FileNotFoundError:
-            previous = None
-        if previous == line:
+
+    def _update_userdb(self, lines: dict[str, str]) -> None:
+        """The one userdb file of a doveadm_api instance (iterable: ``doveadm user '*'``)."""
+        merged: dict[str, str] = {}
+        with contextlib.suppress(FileNotFoundError):
+            for line in self.userdb_file.read_text().splitlines(keepends=True):
+                merged[line.split(":", 1)[0]] = line
+        merged.update(lines)
+        self._write_auth_file(self.userdb_file, "".join(merged.values()))
+
+    def remove_user(self, user: str) -> None:
+        """Take *user* out of the userdb listing (doveadm_api instances; mail stays on disk)."""
+        if not self.doveadm_api:
+            raise SandboxError("remove_user needs a doveadm_api instance")
+        merged = [
+            line
+            for line in self.userdb_file.read_text().splitlines(keepends=True)
+            if line.split(":", 1)[0] != user
+        ]
+        self._write_auth_file(self.userdb_file, "".join(merged))
+        with contextlib.suppress(FileNotFoundError):
+            (self.users_dir / user).unlink()
+        time.sleep(1.05 - time.time() % 1.0)
+
+    def _write_api_key(self) -> None:
+        """A random doveadm HTTP API key, kept in ``doveadm_key_file`` (mode 0600) across restarts."""
+        if self.doveadm_key_file.exists():
+            self.doveadm_api_key = self.doveadm_key_file.read_text().strip()
             return
-        self._write_auth_file(path, line)
-        if previous is not None:
-            # Dovecot re-stats a passwd-file at most once per second (per auth
-            # process clock tick), so a change is only seen from the next second on.
-            time.sleep(1.05 - time.time() % 1.0)
+        self.doveadm_api_key = secrets.token_urlsafe(24)
+        fd = os.open(self.doveadm_key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, f"{self.doveadm_api_key}\n".encode())
+        finally:
+            os.close(fd)
+
+    @property
+    def doveadm_url(self) -> str:
+        """The doveadm HTTP API endpoint (HTTPS, certificate from ``ca_file``)."""
+        return f"https://{self.host}:{self.doveadm_port}/doveadm/v1"
 
     def _mail_mkdir(self, path: Path) -> None:
         """mkdir -p below home_root; new directories are 0700 and owned by the mail uid."""
@@ -733,6 +809,8 @@ class Dovecot:
             (self.imaps_port, b""),
             (self.pop3s_port, b""),
         ]
+        if self.doveadm_api:
+            checks.append((self.doveadm_port, b""))
         for port, greeting in checks:
             while True:
                 if _probe(self.host, port, greeting):
@@ -820,6 +898,17 @@ class Dovecot:
                 f"  location = virtual:{self.base_dir}/virtual:INDEX=~/virtual\n"
                 "  mailbox All {\n    special_use = \\All\n  }\n}\n"
             )
+        userdb = f"{self.users_dir}/%u"
+        doveadm = ""
+        if self.doveadm_api:
+            # One userdb file: a passwd-file with %u in its path cannot be iterated, and
+            # doveadm user '*' / quota get -A (allUsers) need the list of every user.
+            userdb = str(self.userdb_file)
+            doveadm = (
+                f"doveadm_api_key = {self.doveadm_api_key}\n"
+                "service doveadm {\n  inet_listener http {\n"
+                f"    port = {self.doveadm_port}\n    ssl = yes\n  }}\n}}\n"
+            )
         ssl_dh = ""
         if Path("/usr/share/dovecot/dh.pem").exists():
             ssl_dh = "ssl_dh = </usr/share/dovecot/dh.pem\n"
@@ -878,9 +967,9 @@ passdb {{
 }}
 {oauth2_passdb}userdb {{
   driver = passwd-file
-  args = {self.users_dir}/%u
+  args = {userdb}
 }}
-
+{doveadm}
 ssl = yes
 ssl_cert = <{self.cert_file}
 ssl_key = <{self.key_file}

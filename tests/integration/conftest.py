@@ -13,6 +13,8 @@
                           (sandbox.oauth_server.OAuthServer).
 * ``dovecot_oauth2``   -- session-wide server that also takes XOAUTH2/OAUTHBEARER tokens,
                           checked by introspection at ``oauth``.
+* ``dovecot_api``      -- session-wide server with the doveadm HTTP API switched on (HTTPS,
+                          ``doveadm_url``, ``doveadm_key_file``) and an iterable userdb.
 * ``user``             -- a fresh user (``sandbox.dovecot.SandboxUser``: name, password,
                           dovecot) with a random password and 10 MiB quota on ``dovecot``.
 
@@ -53,6 +55,7 @@ def _serve(
     hide: tuple[str, ...] = (),
     virtual_all: bool = False,
     oauth2: OAuth2Passdb | None = None,
+    doveadm_api: bool = False,
 ) -> Iterator[Dovecot]:
     if not Path(DOVECOT_BIN).exists():
         why = (
@@ -63,7 +66,12 @@ def _serve(
         pytest.skip(why)
     base = make_base_dir(f"qw-{name}-")
     server = Dovecot(
-        base, hide_capabilities=hide, name=name, virtual_all=virtual_all, oauth2=oauth2
+        base,
+        hide_capabilities=hide,
+        name=name,
+        virtual_all=virtual_all,
+        oauth2=oauth2,
+        doveadm_api=doveadm_api,
     )
     try:
         server.start()
@@ -126,6 +134,11 @@ def oauth() -> Iterator[OAuthServer]:
 @pytest.fixture(scope="session")
 def dovecot_oauth2(oauth: OAuthServer) -> Iterator[Dovecot]:
     yield from _serve("oauth2", oauth2=OAuth2Passdb(oauth.introspection_url, oauth.ca_file))
+
+
+@pytest.fixture(scope="session")
+def dovecot_api() -> Iterator[Dovecot]:
+    yield from _serve("api", doveadm_api=True)
 
 
 @pytest.fixture
