@@ -32,10 +32,12 @@ def config_path(args: argparse.Namespace) -> str:
 
 
 def load(args: argparse.Namespace) -> tuple[Config, list[Any]]:
-    """Config and the selected accounts, or ConfigError."""
+    """Config and the selected accounts (account sources read now), or ConfigError."""
+    from quotawatch.service.directory import Directory
+
     path = config_path(args)
     config = load_config(path)
-    accounts = all_accounts(config, path)
+    accounts = Directory().accounts(config, path, SecretCache(), force=True)
     return config, select_accounts(accounts, getattr(args, "account", None))
 
 
@@ -47,7 +49,9 @@ def need_state_dir(config: Config, path: str) -> None:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    """Every problem knowable without a server, at once."""
+    """Every problem knowable without a server, at once (doveadm sources are not read)."""
+    from quotawatch.service.directory import doveadm_key_problems
+
     path = args.file or config_path(args)
     config = load_config(path)
     problems: list[tuple[str, str]] = []
@@ -56,7 +60,9 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         problems += exc.problems
         accounts = list(config.accounts)
-    problems += account_secret_problems(config, accounts, SecretCache())
+    secrets = SecretCache()
+    problems += account_secret_problems(config, accounts, secrets)
+    problems += doveadm_key_problems(config, secrets)
     problems += file_problems(config)
     if problems:
         raise ConfigError(path, problems)
@@ -160,7 +166,7 @@ def cmd_auth_status(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from quotawatch.output import render_check
-    from quotawatch.service.jobs import check_accounts
+    from quotawatch.service.fleet import check_accounts
 
     if args.url:
         if args.config or args.account:

@@ -61,6 +61,19 @@ class Snapshot:
     quota: tuple[QuotaResource, ...]
     folders: tuple[FolderInfo, ...]
     notes: tuple[str, ...] = ()
+    #: where the quota numbers came from: "" = this session's protocol, or "doveadm"
+    quota_origin: str = ""
+    #: when the folders were read over the mail protocol (None: in this check)
+    folders_at: datetime | None = None
+
+    def origin(self) -> dict[str, Any]:
+        """Where each number came from (``check --json``'s ``origin``)."""
+        folders_at = self.folders_at or self.taken_at
+        return {
+            "quota": self.quota_origin or self.protocol,
+            "folders": self.protocol if self.folders_at is None else "stored",
+            "folders_checked_at": folders_at.isoformat() if self.folders else None,
+        }
 
     def fullest(self) -> QuotaResource | None:
         """The quota resource with the highest usage ratio, or None without a limited quota."""
@@ -118,6 +131,7 @@ class AccountReport:
         }
         out["usage_ratio"] = snap.usage_ratio if snap else None
         out["notes"] = list(snap.notes) if snap else []
+        out["origin"] = snap.origin() if snap else None
         out["reason"] = self.reason
         return out
 

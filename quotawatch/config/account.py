@@ -18,6 +18,7 @@ from pydantic import (
 from quotawatch.config.base import DEFAULT_PORTS, Strict, TlsMode, _check_email, check_tls_mode
 from quotawatch.config.oauth2 import OAuth2
 from quotawatch.config.profiles import EXCHANGE, Profile, fill_defaults
+from quotawatch.config.fleet import DoveadmAccess
 from quotawatch.units import ByteSize, Duration, Percent
 
 
@@ -179,6 +180,30 @@ class AccountFields(Strict):
         examples=["/var/lib/quotawatch/bob.fetchids"],
     )
 
+    # large installations: quota from doveadm, IMAP only when needed
+    quota_source: Literal["imap", "doveadm"] = Field(
+        "imap",
+        description="Where the quota comes from: imap (GETQUOTAROOT at each check) or doveadm "
+        "(one quotaGet of every user per cycle and Dovecot; IMAP only for folders and cleanups).",
+        examples=["doveadm"],
+    )
+    doveadm: DoveadmAccess | None = Field(
+        None,
+        description="With quota_source: doveadm, how to reach doveadm (in a doveadm source: "
+        "the source's own doveadm by default).",
+    )
+    imap_when_above: Percent = Field(
+        0.7,
+        description="With quota_source: doveadm: log in over IMAP (folders, plan, cleanup) when "
+        "usage is at least this high ...",
+        examples=["70%"],
+    )
+    folders_every: Duration = Field(
+        timedelta(days=1),
+        description="... or when the last IMAP check is this old.",
+        examples=["1d"],
+    )
+
     _check_email = field_validator("email", "warning_email")(lambda cls, v: _check_email(v))
 
     @model_validator(mode="before")
@@ -216,6 +241,8 @@ class AccountFields(Strict):
                 )
             if self.quota is not None or self.quota_from_imap:
                 raise ValueError("set one of quota, quota_from_imap, quota_from_graph")
+        if self.quota_source == "doveadm" and self.protocol != "imap":
+            raise ValueError("quota_source: doveadm is for IMAP accounts (of a Dovecot server)")
         if self.protocol == "imap":
             exchange = self.provider in EXCHANGE
             for name in ("client_state_file", "imap_port", *(() if exchange else ("quota",))):
@@ -256,6 +283,12 @@ def _check_name(value: str) -> str:
 class Account(AccountFields):
     """One mailbox to watch."""
 
+    @model_validator(mode="after")
+    def _check_doveadm(self) -> Account:
+        if self.quota_source == "doveadm" and self.doveadm is None:
+            raise ValueError("quota_source: doveadm needs doveadm: (url and api key, or command)")
+        return self
+
     name: Annotated[str, AfterValidator(_check_name)] = Field(
         description="Unique name, used in logs and metric labels.", examples=["alice"]
     )
@@ -270,8 +303,45 @@ class AccountTemplate(AccountFields):
 class AccountSource(Strict):
     """Many mailboxes from a list of usernames and one template (one admin credential)."""
 
-    usernames_file: Path = Field(
+    name: str | None = Field(
+        None,
+        description="Name of the source in logs and the source metrics (default: sources[N]).",
+        examples=["staff"],
+    )
+    usernames_file: Path | None = Field(
+        None,
         description='One username per line; "#" starts a comment.',
         examples=["/etc/quotawatch/users.txt"],
     )
+    doveadm: DoveadmAccess | None = Field(
+        None,
+        description="The user list from Dovecot: doveadm user over the HTTP API or locally.",
+    )
+    refresh: Duration = Field(
+        timedelta(hours=1),
+        description="Re-read the user list this often (and on SIGHUP); a failed read keeps the "
+        "last good list.",
+        examples=["1h"],
+    )
     template: AccountTemplate
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> AccountSource:
+        if (self.usernames_file is None) == (self.doveadm is None):
+            raise ValueError("set exactly one of usernames_file or doveadm")
+        if self.name is not None and not _NAME_RE.match(self.name):
+            raise ValueError(
+                f"source name {self.name!r} may contain only letters, digits, _ . @ + -"
+            )
+        if (
+            self.template.quota_source == "doveadm"
+            and self.template.doveadm is None
+            and self.doveadm is None
+        ):
+            raise ValueError(
+                "template.quota_source: doveadm needs doveadm: on the source or template"
+            )
+        return self
+
+    def label(self, index: int) -> str:
+        return self.name or f"sources[{index}]"

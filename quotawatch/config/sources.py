@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,8 @@ from pydantic import SecretStr, ValidationError
 from quotawatch.config import Account, AccountSource, Config
 from quotawatch.config.secrets import SecretCache
 from quotawatch.errors import ConfigError, SecretError
+
+log = logging.getLogger(__name__)
 
 
 def _read_usernames(path: Path) -> list[str]:
@@ -32,13 +35,14 @@ def _expand(value: Any, user: str) -> Any:
     return value
 
 
-def expand_source(source: AccountSource, where: str, base: Path | None = None) -> list[Account]:
-    """One Account per username in the source's file; problems raise ConfigError with ``where``."""
+def read_usernames(source: AccountSource, base: Path | None = None) -> list[str]:
+    """The usernames of a ``usernames_file`` source; an unreadable file raises ConfigError."""
     path = source.usernames_file
+    assert path is not None, "not a usernames_file source"
     if base is not None and not path.is_absolute():
         path = base / path
     try:
-        users = _read_usernames(path)
+        return _read_usernames(path)
     except OSError as exc:
         why = exc.strerror or str(exc)
         raise ConfigError(
@@ -48,12 +52,39 @@ def expand_source(source: AccountSource, where: str, base: Path | None = None) -
         raise ConfigError(
             str(path), [(f"{where}.usernames_file", f"{path} is not valid UTF-8")]
         ) from None
+
+
+def expand_source(
+    source: AccountSource,
+    where: str,
+    base: Path | None = None,
+    users: Sequence[str] | None = None,
+) -> list[Account]:
+    """One Account per username (``users``, else the source's file); problems raise ConfigError.
+
+    A doveadm source needs ``users`` (fetched by the service); a name there that cannot be a
+    username is skipped with a warning rather than failing the whole list.
+    """
+    from_server = users is not None
+    if users is None:
+        if source.usernames_file is None:
+            return []
+        users = read_usernames(source, base)
+    path = f"{where}.doveadm"
+    if source.usernames_file is not None:
+        file = source.usernames_file
+        path = str(base / file if base is not None and not file.is_absolute() else file)
     template = source.template.model_dump(exclude_unset=True, by_alias=True)
     template.setdefault("name", "{user}")
+    if source.doveadm is not None and "doveadm" not in template:
+        template["doveadm"] = source.doveadm.model_dump(exclude_unset=True)
     accounts = []
     problems: list[tuple[str, str]] = []
     for lineno, user in enumerate(users, 1):
-        if any(c in user for c in ' \t\r\n"{}'):
+        if any(c in user for c in ' \t\r\n"{}') or not user:
+            if from_server:
+                log.warning("%s: skipping user %r: not usable as a username", where, user)
+                continue
             problems.append(
                 (f"{where}.usernames_file", f"line {lineno}: invalid username {user!r}")
             )
@@ -71,18 +102,32 @@ def expand_source(source: AccountSource, where: str, base: Path | None = None) -
                     )
                 )
     if problems:
-        raise ConfigError(str(path), problems)
+        raise ConfigError(path, problems)
     return accounts
 
 
-def all_accounts(config: Config, config_path: str = "<config>") -> list[Account]:
-    """Explicit accounts first, then every account source, with duplicate names refused."""
+def config_base(config_path: str) -> Path | None:
+    """The folder relative paths of the config are taken from."""
+    return Path(config_path).resolve().parent if config_path != "<config>" else None
+
+
+def all_accounts(
+    config: Config,
+    config_path: str = "<config>",
+    users: Mapping[int, Sequence[str]] | None = None,
+) -> list[Account]:
+    """Explicit accounts first, then every account source, with duplicate names refused.
+
+    ``users`` gives the usernames of sources by index (the doveadm sources, fetched by the
+    service, or a kept list); a doveadm source without an entry contributes no accounts.
+    """
     result = list(config.accounts)
     problems: list[tuple[str, str]] = []
-    base = Path(config_path).resolve().parent if config_path != "<config>" else None
+    base = config_base(config_path)
     for i, source in enumerate(config.account_sources):
         try:
-            result += expand_source(source, f"account_sources[{i}]", base)
+            given = (users or {}).get(i)
+            result += expand_source(source, f"account_sources[{i}]", base, given)
         except ConfigError as exc:
             problems += exc.problems
     seen: set[str] = set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -19,14 +20,15 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from quotawatch.config import Account, Config, load_config
 from quotawatch.config.secrets import SecretCache
-from quotawatch.config.sources import all_accounts
-from quotawatch.errors import ConfigError
+from quotawatch.errors import ConfigError, QuotawatchError
 from quotawatch.mail.connect import open_session
 from quotawatch.mail.oauth2.signin import refresh_lapses
 from quotawatch.mail.oauth2.tokens import TokenBroker, secret_cache
 from quotawatch.mail.session import SessionFactory
 from quotawatch.model import Clock, utcnow
 from quotawatch.service.backoff import BACKOFF_REASONS, Backoff, backoff_delay, fingerprint
+from quotawatch.service.directory import Directory, DoveadmFactory, open_doveadm
+from quotawatch.service.fleet import QuotaCache, bulk_check, needs_imap, quota_of, stored_folders
 from quotawatch.service.jobs import JobResult, run_account
 from quotawatch.service.metrics import Counters, Histogram, StateCollector
 from quotawatch.service.stop import SessionRegistry
@@ -40,6 +42,10 @@ log = logging.getLogger(__name__)
 STOP_GRACE = 20.0
 #: builds the warning hook for a config (None: no warnings configured)
 WarnFactory = Callable[[Config, State, SecretCache, Counters], WarnHook | None]
+#: the job that re-reads due account sources (":" cannot occur in an account name)
+SOURCES_JOB = ":sources"
+#: how often that job looks whether a source is due
+SOURCES_EVERY = 60
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,7 @@ class Daemon:
         factory: SessionFactory = open_session,
         clock: Clock = utcnow,
         warn_factory: WarnFactory | None = None,
+        doveadm_factory: DoveadmFactory = open_doveadm,
     ) -> None:
         self.config_path = config_path
         self.clock = clock
@@ -73,18 +80,23 @@ class Daemon:
         self._once_results: queue.Queue[JobResult | None] | None = None
         self._inflight = 0
         self._idle = threading.Condition()
-        self.runtime = self.load()
-        self.state = State(self.runtime.config.state_dir)
+        self._apply_lock = threading.Lock()
+        config = load_config(config_path)
+        self.state = State(config.state_dir)
+        self.directory = Directory(self.state, clock, doveadm_factory)
+        self.quotas = QuotaCache(config.schedule.interval / 2, clock, doveadm_factory)
+        self.runtime = self.load(config)
         self.collector = StateCollector(self.state, self.counters, self.histogram, self.healthy)
         self.scheduler: Any = None
         self.last_ok: dict[str, bool] = {}
 
     # ------------------------------------------------------------------ config
-    def load(self) -> Runtime:
-        """Read and validate the config; ConfigError lists every problem."""
-        config = load_config(self.config_path)
-        accounts = {a.name: a for a in all_accounts(config, self.config_path)}
-        return Runtime(config, accounts, secret_cache(config, self.config_path))
+    def load(self, config: Config | None = None) -> Runtime:
+        """Read and validate the config and read every account source; ConfigError lists every problem."""
+        config = config or load_config(self.config_path)
+        secrets = secret_cache(config, self.config_path)
+        found = self.directory.accounts(config, self.config_path, secrets, force=True)
+        return Runtime(config, {a.name: a for a in found}, secrets)
 
     def _configure(self, rt: Runtime) -> None:
         rt_warn = self.warn_factory(rt.config, self.state, rt.secrets, self.counters)
@@ -93,6 +105,7 @@ class Daemon:
         if isinstance(tokens, TokenBroker) and oauth2:
             self.collector.oauth2_expiry = lambda: refresh_lapses(oauth2, tokens)
         self.runtime = Runtime(rt.config, rt.accounts, rt.secrets, rt_warn)
+        self.quotas.max_age = rt.config.schedule.interval / 2
         self.collector.configure(
             list(rt.accounts),
             rt.config.metrics.top_folders,
@@ -125,6 +138,8 @@ class Daemon:
                                        misfire_grace_time=None)  # fmt: skip
             else:
                 self._schedule(name, self._first_run(name, now))
+        if not once:
+            self._sources_job(self.runtime.config)
         self.scheduler.start(paused=paused)
         log.info(
             "scheduler started with %d accounts, concurrency %d",
@@ -149,6 +164,15 @@ class Daemon:
         self.scheduler.add_job(self.run_job, trigger, args=(name,), id=name, name=name,
                                misfire_grace_time=max(1, int(seconds)), replace_existing=True)  # fmt: skip
 
+    def _sources_job(self, config: Config) -> None:
+        """The job that re-reads due account sources, while there are sources."""
+        if config.account_sources and self.scheduler.get_job(SOURCES_JOB) is None:
+            self.scheduler.add_job(self.refresh_sources, IntervalTrigger(seconds=SOURCES_EVERY,
+                                   timezone=UTC), id=SOURCES_JOB, name=SOURCES_JOB)  # fmt: skip
+        elif not config.account_sources:
+            with suppress(JobLookupError):
+                self.scheduler.remove_job(SOURCES_JOB)
+
     def healthy(self) -> bool:
         """True while the scheduler thread runs and no stop was asked for (``/healthz``)."""
         sched = self.scheduler
@@ -157,6 +181,10 @@ class Daemon:
                     and thread.is_alive() and not self.sessions.stopping.is_set())  # fmt: skip
 
     def _on_event(self, event: JobEvent) -> None:
+        if event.job_id == SOURCES_JOB:
+            if event.code == EVENT_JOB_ERROR:
+                log.error("refreshing the account sources crashed: %s", event.exception)
+            return
         if event.code == EVENT_JOB_MISSED:
             log.warning("account=%s job skipped: the pool was busy for a whole interval "
                         "(raise schedule.concurrency or interval)", event.job_id)  # fmt: skip
@@ -195,14 +223,45 @@ class Daemon:
             self.counters.inc("quotawatch_checks_total", {"result": "skipped"})
             return None
         with self._tracked():
-            result = run_account(account, rt.config, self.state, rt.secrets,
-                                 cleanup=rt.config.schedule.cleanup, now=now,
-                                 factory=self.sessions.factory(self._factory), warn=rt.warn)  # fmt: skip
-            self._record(account, result, now, backoff)
+            bulk = False
+            if account.quota_source == "doveadm" and account.doveadm is not None:
+                result, bulk = self._run_doveadm(account, rt, now)
+            else:
+                result = self._run_imap(account, rt, now)
+            self._record(account, result, now, None if bulk else backoff, backoff_ok=not bulk)
         return result
 
+    def _run_imap(self, account: Account, rt: Runtime, now: datetime) -> JobResult:
+        return run_account(account, rt.config, self.state, rt.secrets,
+                           cleanup=rt.config.schedule.cleanup, now=now,
+                           factory=self.sessions.factory(self._factory), warn=rt.warn)  # fmt: skip
+
+    def _run_doveadm(self, account: Account, rt: Runtime, now: datetime) -> tuple[JobResult, bool]:
+        """Quota from the cycle's bulk answer; an IMAP login only when the account needs one.
+
+        Returns the result and whether it was a bulk check (no login)."""
+        started = time.monotonic()
+        assert account.doveadm is not None
+        try:
+            quota = quota_of(account, self.quotas.get(account.doveadm, rt.secrets))
+        except QuotawatchError as exc:
+            quota = exc
+        if not isinstance(quota, QuotawatchError):
+            limited = [q.usage / q.limit for q in quota if q.limit > 0]
+            previous = self.state.last_report(account.name)
+            folders_at = stored_folders(previous[2])[1] if previous else None
+            if needs_imap(account, max(limited, default=None), folders_at, now):
+                return self._run_imap(account, rt, now), False
+        return bulk_check(account, self.state, quota, now, rt.warn, started), True
+
     def _record(
-        self, account: Account, result: JobResult, now: datetime, backoff: Backoff | None
+        self,
+        account: Account,
+        result: JobResult,
+        now: datetime,
+        backoff: Backoff | None,
+        *,
+        backoff_ok: bool = True,
     ) -> None:
         """Count the result, update the backoff, then log (so a logged result is visible)."""
         name, report = account.name, result.report
@@ -232,7 +291,7 @@ class Daemon:
                 log.warning("account=%s cleanup failed reason=state: %s", name, message)
             elif reason != "internal":  # internal errors were logged with their traceback
                 log.warning("check failed account=%s reason=%s: %s", name, reason, message)
-        if report.reason in BACKOFF_REASONS:
+        if report.reason in BACKOFF_REASONS and backoff_ok:
             failures = (backoff.failures if backoff else 0) + 1
             until = now + backoff_delay(failures, self.runtime.config.schedule.interval)
             Backoff(failures, until, str(report.reason), fingerprint(account)).save(
@@ -259,7 +318,29 @@ class Daemon:
                 log.error("reload rejected: %s", line)
             log.error("reload rejected; still running the previous config")
             return False
-        old = self.runtime
+        with self._apply_lock:
+            self._apply(self.runtime, new)
+        return True
+
+    def refresh_sources(self) -> bool:
+        """Re-read the account sources that are due; start and stop jobs for users that came or went."""
+        rt = self.runtime
+        if not self.directory.due(rt.config):
+            return False
+        try:
+            found = self.directory.accounts(rt.config, self.config_path, rt.secrets)
+        except ConfigError as exc:
+            log.error("refreshing the account sources failed: %s", exc)
+            return False
+        accounts = {a.name: a for a in found}
+        with self._apply_lock:
+            if self.runtime is not rt or accounts == rt.accounts:
+                return False
+            self._apply(rt, Runtime(rt.config, accounts, rt.secrets))
+        return True
+
+    def _apply(self, old: Runtime, new: Runtime) -> None:
+        """Swap in a new runtime: jobs for added and changed accounts, none for removed ones."""
         for what, before, after in (
             ("state_dir", old.config.state_dir, new.config.state_dir),
             ("metrics listen/TLS/auth", old.config.metrics.model_copy(update={"top_folders": 0}),
@@ -278,6 +359,7 @@ class Daemon:
         timing = (old.config.schedule.interval, old.config.schedule.jitter) != (
             new.config.schedule.interval, new.config.schedule.jitter)  # fmt: skip
         self._configure(new)
+        self._sources_job(new.config)
         now = self.clock()
         for name in removed:
             with suppress(JobLookupError):
@@ -291,7 +373,6 @@ class Daemon:
         self.state.forget_accounts(new.accounts)
         log.info("reloaded: %d accounts (%d added, %d removed, %d changed)",
                  len(new.accounts), len(added), len(removed), len(changed))  # fmt: skip
-        return True
 
     def stop(self, grace: float = STOP_GRACE) -> bool:
         """No new jobs or commands; wait up to ``grace`` seconds for sessions to log out."""

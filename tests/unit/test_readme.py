@@ -8,6 +8,7 @@ import pytest
 from pydantic import BaseModel
 
 from quotawatch import config
+from quotawatch.config.fleet import DoveadmAccess
 from quotawatch.service.metrics import METRIC_NAMES
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
@@ -23,6 +24,7 @@ MODELS: list[type[BaseModel]] = [
     config.Warnings,
     config.AdminDigest,
     config.OAuth2,
+    DoveadmAccess,
 ]
 
 

@@ -1,0 +1,188 @@
+"""Dovecot's doveadm, the server-side access of large installations: every user, and every user's quota in one call."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import ssl
+import subprocess
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import SecretStr
+
+from quotawatch.config.fleet import DoveadmAccess
+from quotawatch.errors import (
+    AuthError,
+    ConnectError,
+    ProtocolError,
+    ServerTimeout,
+    TemporaryServerError,
+    TLSError,
+)
+from quotawatch.mail.tls import tls_context
+from quotawatch.model import QuotaResource
+
+#: the largest answer read from doveadm (100,000 users' quota is about 30 MB)
+MAX_RESPONSE = 512 * 1024 * 1024
+#: doveadm exit codes that mean "try again later" (EX_TEMPFAIL)
+TEMPORARY_EXIT = {75}
+
+Quotas = dict[str, tuple[QuotaResource, ...]]
+
+
+class Doveadm:
+    """One doveadm endpoint; each call opens its own connection (or process), so threads may share it."""
+
+    def __init__(self, access: DoveadmAccess, api_key: SecretStr | None = None) -> None:
+        if access.url is not None and api_key is None:
+            raise ValueError("the doveadm HTTP API needs its API key")
+        self.access = access
+        self._key = api_key
+        self.name = f"doveadm {access.label}"
+
+    def __repr__(self) -> str:
+        return f"Doveadm({self.access.label!r})"
+
+    # ------------------------------------------------------------------ the two questions
+    def users(self) -> list[str]:
+        """Every user doveadm lists for the configured user mask, in its order."""
+        if self.access.command is not None:
+            out = self._run(["user", self.access.user_mask])
+            return [line.strip() for line in out.splitlines() if line.strip()]
+        payload = self._http("user", {"userMask": [self.access.user_mask]})
+        users = payload.get("userList") if isinstance(payload, dict) else None
+        if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
+            raise ProtocolError(self.name, "user: the answer has no userList")
+        return users
+
+    def quotas(self) -> Quotas:
+        """Every user's quota resources (``quota get -A``): STORAGE in bytes, no limit as 0."""
+        if self.access.command is not None:
+            out = self._run(["-f", "tab", "quota", "get", "-A"])
+            rows = [line.split("\t") for line in out.splitlines()[1:] if line.strip()]
+            return parse_quota_rows(
+                [
+                    {"username": r[0], "root": r[1], "type": r[2], "value": r[3], "limit": r[4]}
+                    for r in rows
+                    if len(r) >= 5
+                ],
+                self.name,
+            )
+        payload = self._http("quotaGet", {"allUsers": True})
+        if not isinstance(payload, list):
+            raise ProtocolError(self.name, "quotaGet: the answer is not a list of rows")
+        return parse_quota_rows(payload, self.name)
+
+    # ------------------------------------------------------------------ transports
+    def _http(self, command: str, parameters: dict[str, Any]) -> Any:
+        url = urlsplit(self.access.url or "")
+        host, path = url.hostname or "", url.path or "/doveadm/v1"
+        assert self._key is not None
+        timeout = self.access.timeout
+        conn: http.client.HTTPConnection
+        if url.scheme == "https":
+            conn = http.client.HTTPSConnection(
+                host, url.port or 443, context=tls_context(self.access.ca_file), timeout=timeout
+            )
+        else:
+            conn = http.client.HTTPConnection(host, url.port or 80, timeout=timeout)
+        token = base64.b64encode(self._key.get_secret_value().encode()).decode()
+        body = json.dumps([[command, parameters, "qw"]]).encode()
+        try:
+            conn.request("POST", path, body=body, headers={
+                "Authorization": f"X-Dovecot-API {token}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            })  # fmt: skip
+            resp = conn.getresponse()
+            data = resp.read(MAX_RESPONSE + 1)
+        except ssl.SSLCertVerificationError as exc:
+            raise TLSError(self.name, f"certificate not trusted: {exc.verify_message}") from None
+        except ssl.SSLError as exc:
+            raise TLSError(self.name, f"TLS failed: {exc.reason or 'handshake error'}") from None
+        except TimeoutError:
+            raise ServerTimeout(self.name, f"no answer within {timeout:g}s") from None
+        except (ConnectionError, OSError, http.client.HTTPException) as exc:
+            raise ConnectError(
+                self.name, f"cannot reach the HTTP API: {type(exc).__name__}"
+            ) from None
+        finally:
+            conn.close()
+        if resp.status in (401, 403):
+            raise AuthError(self.name, f"the API key was refused (HTTP {resp.status})")
+        if resp.status != 200:
+            raise ProtocolError(self.name, f"{command}: HTTP {resp.status} {resp.reason}")
+        if len(data) > MAX_RESPONSE:
+            raise ProtocolError(self.name, f"{command}: answer larger than {MAX_RESPONSE} bytes")
+        return _payload(data, command, self.name)
+
+    def _run(self, args: Sequence[str]) -> str:
+        argv = [*(self.access.command or ()), *args]
+        try:
+            proc = subprocess.run(  # noqa: S603 - the admin's configured doveadm, no shell
+                argv,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=self.access.timeout,
+            )
+        except FileNotFoundError:
+            raise ConnectError(self.name, f"{argv[0]}: command not found") from None
+        except subprocess.TimeoutExpired:
+            raise ServerTimeout(self.name, f"no answer within {self.access.timeout:g}s") from None
+        if proc.returncode != 0:
+            detail = (proc.stderr.strip().splitlines() or ["no message"])[-1][:300]
+            error = TemporaryServerError if proc.returncode in TEMPORARY_EXIT else ProtocolError
+            raise error(self.name, f"{' '.join(args[-3:])}: exit {proc.returncode}: {detail}")
+        return proc.stdout
+
+
+def _payload(data: bytes, command: str, name: str) -> Any:
+    """The payload of doveadm's ``[["doveadmResponse", payload, tag]]``; errors raise."""
+    try:
+        answer = json.loads(data)
+        kind, payload = answer[0][0], answer[0][1]
+    except (ValueError, TypeError, IndexError, KeyError):
+        raise ProtocolError(name, f"{command}: the answer is not doveadm's JSON") from None
+    if kind == "error":
+        code = payload.get("exitCode") if isinstance(payload, dict) else None
+        kind_of = payload.get("type") if isinstance(payload, dict) else None
+        error = TemporaryServerError if code in TEMPORARY_EXIT else ProtocolError
+        raise error(name, f"{command} failed: {kind_of or 'error'} (exit code {code})")
+    if kind != "doveadmResponse":
+        raise ProtocolError(name, f"{command}: unexpected answer {str(kind)[:40]!r}")
+    return payload
+
+
+def _number(text: Any) -> int | None:
+    """doveadm's numbers come as strings; ``-`` (or empty) is no limit."""
+    value = str(text).strip()
+    if value in ("-", ""):
+        return None
+    return int(value)
+
+
+def parse_quota_rows(rows: Sequence[Any], name: str = "doveadm") -> Quotas:
+    """``quota get`` rows (username, root, type, value, limit) as QuotaResource per user.
+
+    STORAGE comes in KiB and becomes bytes; a limit of ``-`` becomes 0 (no limit), as IMAP's
+    absent limit does. Rows of other resource types are kept as counts.
+    """
+    out: dict[str, list[QuotaResource]] = {}
+    for row in rows:
+        try:
+            user, root, kind = str(row["username"]), str(row["root"]), str(row["type"]).upper()
+            usage, limit = _number(row["value"]), _number(row["limit"])
+        except (KeyError, TypeError, ValueError):
+            raise ProtocolError(
+                name, "quota get: a row lacks username/root/type/value/limit"
+            ) from None
+        scale = 1024 if kind == "STORAGE" else 1
+        out.setdefault(user, []).append(
+            QuotaResource(root, kind, (usage or 0) * scale, (limit or 0) * scale)
+        )
+    return {user: tuple(resources) for user, resources in out.items()}

@@ -1,0 +1,134 @@
+"""A fleet through the daemon: accounts from doveadm, quota from one quotaGet per cycle, IMAP only where needed.
+
+QW_FLEET_ACCOUNTS sets the fleet size (default 2,000, the issue's CI size; the benchmark uses 10,000).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import SecretStr
+
+from quotawatch.config import Account
+from quotawatch.mail.connect import open_session
+from quotawatch.mail.session import MailboxSession
+from quotawatch.service.daemon import Daemon
+from quotawatch.state import State
+from sandbox.dovecot import Dovecot
+
+FLEET = int(os.environ.get("QW_FLEET_ACCOUNTS", "2000"))
+FULL = 20  # accounts filled above imap_when_above
+
+
+def message(i: int, size: int) -> bytes:
+    head = f"From: a@example.org\r\nTo: b@example.org\r\nSubject: m{i}\r\n\r\n"
+    return head.encode() + b"x" * (size - len(head) - 2) + b"\r\n"
+
+
+@pytest.fixture(scope="module")
+def fleet(dovecot_api: Dovecot) -> list[str]:
+    prefix = f"fl{secrets.token_hex(2)}"
+    names = [f"{prefix}-{i:05d}" for i in range(FLEET)]
+    dovecot_api.add_users([(n, "pw", 100 * 1024, None) for n in names])
+    when = datetime.now(UTC) - timedelta(days=2)
+    for name in names[:FULL]:  # 80 KiB of 100 KiB
+        dovecot_api.deliver_bulk(name, "INBOX", [(message(i, 20_000), when, "S") for i in range(4)])
+    return names
+
+
+class Logins:
+    """Counts the IMAP logins the daemon makes (a real session each time)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.names: Counter[str] = Counter()
+
+    def __call__(self, account: Account, password: SecretStr) -> MailboxSession:
+        with self.lock:
+            self.names[account.name] += 1
+        return open_session(account, password)
+
+
+def write(
+    tmp_path: Path, server: Dovecot, names: list[str], folders_every: str = "1d", mask: str = "*"
+) -> Path:
+    mask = names[0].rsplit("-", 1)[0] + "-" + mask
+    config: dict[str, Any] = {
+        "state_dir": str(tmp_path / "state"),
+        "schedule": {"interval": "15m", "jitter": "0s", "concurrency": 8, "cleanup": False},
+        "account_sources": [{
+            "name": "fleet",
+            "doveadm": {"url": server.doveadm_url, "api_key_file": str(server.doveadm_key_file),
+                        "ca_file": str(server.ca_file), "user_mask": mask},
+            "template": {"host": "127.0.0.1", "port": server.imaps_port,
+                         "ca_file": str(server.ca_file), "username": f"{{user}}*{server.master_user}",
+                         "password_env": "QW_FLEET_ADMIN", "quota_source": "doveadm",
+                         "imap_when_above": "70%", "folders_every": folders_every},
+        }],
+    }  # fmt: skip
+    path = tmp_path / "quotawatch.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run_once(path: Path, logins: Logins) -> tuple[Daemon, float]:
+    daemon = Daemon(str(path), factory=logins)
+    started = time.monotonic()
+    daemon.start(once=True)
+    try:
+        results = daemon.once_results(len(daemon.runtime.accounts), lambda: False)
+    finally:
+        daemon.stop()
+    assert len(results) == len(daemon.runtime.accounts)
+    return daemon, time.monotonic() - started
+
+
+@pytest.fixture
+def admin_password(dovecot_api: Dovecot, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("QW_FLEET_ADMIN", dovecot_api.master_password)
+    yield
+
+
+def test_every_account_once_per_cycle_with_one_quota_call(
+    dovecot_api: Dovecot, fleet: list[str], tmp_path: Path, admin_password: None
+) -> None:
+    path = write(tmp_path, dovecot_api, fleet)
+    logins = Logins()
+    first, seconds1 = run_once(path, logins)
+    assert set(first.runtime.accounts) == set(fleet)
+    # folders never read: the first cycle logs into every account once
+    assert logins.names == Counter(dict.fromkeys(fleet, 1))
+    assert first.quotas.calls == 1
+
+    logins2 = Logins()
+    second, seconds2 = run_once(path, logins2)
+    assert set(logins2.names) == set(fleet[:FULL]), "only accounts above imap_when_above log in"
+    assert second.quotas.calls == 1, "one quotaGet for the whole cycle"
+    state = State(tmp_path / "state")
+    reports = state.last_reports()
+    assert set(reports) == set(fleet), "every account was checked in the cycle"
+    full = reports[fleet[0]][2]
+    assert full["origin"]["quota"] == "imap" and full["usage_ratio"] >= 0.7
+    quiet = reports[fleet[-1]][2]
+    assert quiet["ok"] and quiet["origin"]["quota"] == "doveadm"
+    assert quiet["origin"]["folders"] == "stored" and quiet["folders"]
+    assert quiet["quota"][0]["limit"] == 100 * 1024
+    print(f"\n{FLEET} accounts: first cycle (all IMAP) {seconds1:.1f}s, "
+          f"second cycle ({len(logins2.names)} IMAP logins) {seconds2:.1f}s")  # fmt: skip
+
+    # the first 100 accounts only (not 2,000 logins again)
+    write(tmp_path, dovecot_api, fleet, folders_every="1s", mask="000*")
+    time.sleep(1)
+    logins3 = Logins()
+    run_once(path, logins3)
+    assert set(logins3.names) == set(fleet[:100]), "folders are read again after folders_every"

@@ -1,0 +1,101 @@
+"""Large installations: doveadm settings, its quota rows, and when an account needs an IMAP login."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from quotawatch.config import Account, parse_config
+from quotawatch.config.fleet import DoveadmAccess
+from quotawatch.errors import ConfigError, ProtocolError
+from quotawatch.mail.doveadm import parse_quota_rows
+from quotawatch.model import QuotaResource
+from quotawatch.service.fleet import doveadm_user, needs_imap
+
+NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
+API = {"url": "https://mail.example.org:8080/doveadm/v1", "api_key_file": "/etc/qw/doveadm"}
+
+
+def account(**extra: object) -> Account:
+    return Account.model_validate({
+        "name": "alice", "host": "mail.example.org", "username": "alice*admin",
+        "password_env": "X", "quota_source": "doveadm", "doveadm": API, **extra,
+    })  # fmt: skip
+
+
+def test_quota_rows_kib_become_bytes_and_dash_no_limit() -> None:
+    rows = [
+        {"username": "a", "root": "User quota", "type": "STORAGE", "value": "10", "limit": "20"},
+        {"username": "a", "root": "User quota", "type": "MESSAGE", "value": "3", "limit": "-"},
+        {"username": "b", "root": "User quota", "type": "STORAGE", "value": "0", "limit": "-"},
+    ]
+    got = parse_quota_rows(rows)
+    assert got["a"] == (
+        QuotaResource("User quota", "STORAGE", 10 * 1024, 20 * 1024),
+        QuotaResource("User quota", "MESSAGE", 3, 0),
+    )
+    assert got["b"] == (QuotaResource("User quota", "STORAGE", 0, 0),)
+    with pytest.raises(ProtocolError):
+        parse_quota_rows([{"username": "a", "type": "STORAGE"}])
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({}, "exactly one of url"),
+        ({**API, "command": ["doveadm"]}, "exactly one of url"),
+        ({"url": API["url"]}, "exactly one of api_key_file"),
+        ({**API, "url": "http://mail:8080/doveadm/v1"}, "unencrypted"),
+        ({**API, "url": "https://u:p@mail/doveadm/v1"}, "must not carry credentials"),
+        ({"command": ["doveadm"], "api_key_env": "K"}, "for url, not for command"),
+    ],
+)
+def test_doveadm_settings_refused(settings: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        DoveadmAccess.model_validate(settings)
+
+
+def test_plain_http_only_when_allowed_and_label() -> None:
+    ok = DoveadmAccess.model_validate(
+        {**API, "url": "http://mail:8080/doveadm/v1", "allow_insecure_plaintext": True}
+    )
+    assert ok.label == "mail:8080"
+    assert DoveadmAccess(command=("doveadm",)).label == "local"
+
+
+def test_source_kinds_and_quota_source_checked_with_paths() -> None:
+    template = {"host": "h", "username": "{user}", "password_env": "P"}
+    with pytest.raises(ConfigError) as info:
+        parse_config({"account_sources": [
+            {"template": template},
+            {"usernames_file": "u.txt", "doveadm": API, "template": template},
+            {"usernames_file": "u.txt", "template": {**template, "quota_source": "doveadm"}},
+        ]})  # fmt: skip
+    text = str(info.value)
+    assert "account_sources[0]: Value error" not in text
+    assert text.count("exactly one of usernames_file or doveadm") == 2
+    assert "needs doveadm" in text
+    with pytest.raises(ValueError, match="needs doveadm"):
+        Account.model_validate({"name": "a", "host": "h", "username": "a", "password_env": "P",
+                                "quota_source": "doveadm"})  # fmt: skip
+    with pytest.raises(ValueError, match="for IMAP accounts"):
+        account(protocol="pop3", quota="1GB")
+
+
+def test_doveadm_user_of_an_account() -> None:
+    assert doveadm_user(account()) == "alice"
+    assert doveadm_user(account(username="admin", authorize_as="bob")) == "bob"
+    assert doveadm_user(account(username="carol@example.org")) == "carol@example.org"
+
+
+def test_needs_imap_above_the_level_or_when_folders_are_old() -> None:
+    acct = account(imap_when_above="70%", folders_every="1d")
+    fresh = (NOW - timedelta(hours=2)).timestamp()
+    old = (NOW - timedelta(days=1, seconds=1)).timestamp()
+    assert not needs_imap(acct, 0.5, fresh, NOW)
+    assert not needs_imap(acct, None, fresh, NOW)  # no limit, folders fresh
+    assert needs_imap(acct, 0.7, fresh, NOW)
+    assert needs_imap(acct, 0.95, fresh, NOW)
+    assert needs_imap(acct, 0.1, old, NOW)
+    assert needs_imap(acct, 0.1, None, NOW)  # folders never read
