@@ -35,7 +35,9 @@ def _expand(value: Any, user: str) -> Any:
     return value
 
 
-def read_usernames(source: AccountSource, base: Path | None = None) -> list[str]:
+def read_usernames(
+    source: AccountSource, base: Path | None = None, where: str = "account_sources"
+) -> list[str]:
     """The usernames of a ``usernames_file`` source; an unreadable file raises ConfigError."""
     path = source.usernames_file
     assert path is not None, "not a usernames_file source"
@@ -69,7 +71,7 @@ def expand_source(
     if users is None:
         if source.usernames_file is None:
             return []
-        users = read_usernames(source, base)
+        users = read_usernames(source, base, where)
     path = f"{where}.doveadm"
     if source.usernames_file is not None:
         file = source.usernames_file

@@ -112,7 +112,7 @@ class Directory:
                 users[i] = kept
                 continue
             try:
-                names = tuple(self._read(source, config_path, secrets))
+                names = tuple(self._read(source, i, config_path, secrets))
             except (QuotawatchError, OSError) as exc:
                 if strict:
                     problems.append((f"account_sources[{i}]", str(exc)))
@@ -133,9 +133,11 @@ class Directory:
         return all_accounts(config, config_path, users)
 
     # ------------------------------------------------------------------ internals
-    def _read(self, source: AccountSource, config_path: str, secrets: SecretCache) -> list[str]:
+    def _read(
+        self, source: AccountSource, index: int, config_path: str, secrets: SecretCache
+    ) -> list[str]:
         if source.doveadm is None:
-            return read_usernames(source, config_base(config_path))
+            return read_usernames(source, config_base(config_path), f"account_sources[{index}]")
         return self.doveadm_factory(source.doveadm, secrets).users()
 
     def _succeeded(self, key: str, label: str, names: tuple[str, ...], now: datetime) -> None:
