@@ -63,16 +63,18 @@ class Snapshot:
     notes: tuple[str, ...] = ()
     #: where the quota numbers came from: "" = this session's protocol, or "doveadm"
     quota_origin: str = ""
-    #: when the folders were read over the mail protocol (None: in this check)
+    #: when stored folders were read over the mail protocol (None: read in this check)
     folders_at: datetime | None = None
 
     def origin(self) -> dict[str, Any]:
         """Where each number came from (``check --json``'s ``origin``)."""
-        folders_at = self.folders_at or self.taken_at
+        stored = self.folders_at is not None and bool(self.folders)
         return {
             "quota": self.quota_origin or self.protocol,
-            "folders": self.protocol if self.folders_at is None else "stored",
-            "folders_checked_at": folders_at.isoformat() if self.folders else None,
+            "folders": "stored" if stored else (None if self.quota_origin else self.protocol),
+            "folders_checked_at": self.folders_at.isoformat()
+            if stored and self.folders_at
+            else None,
         }
 
     def fullest(self) -> QuotaResource | None:

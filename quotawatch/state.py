@@ -7,6 +7,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,47 @@ SCHEMA = [
         account TEXT PRIMARY KEY, data TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS kv (
         key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+    # one compact row per account for /metrics: a scrape reads numbers, not stored reports
+    """CREATE TABLE IF NOT EXISTS metric_rows (
+        account TEXT PRIMARY KEY, checked_at REAL NOT NULL, ok INTEGER NOT NULL, reason TEXT,
+        last_success REAL, duration REAL, ratio REAL, used_bytes INTEGER, limit_bytes INTEGER,
+        pending_bytes INTEGER, detail TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS metric_rows_ratio ON metric_rows (ratio)",
 ]
 
+#: the columns of a metric row, in order (see ``metric_row``)
+ROW_COLUMNS = (
+    "account", "checked_at", "ok", "reason", "last_success", "duration", "ratio", "used_bytes",
+    "limit_bytes", "pending_bytes", "detail",
+)  # fmt: skip
+
+
+def metric_row(account: str, taken_at: float, ok: bool, data: dict[str, Any]) -> tuple[Any, ...]:
+    """The compact metrics row of a stored report: numbers, plus quota and folders as JSON."""
+    storage = [q for q in data.get("quota") or () if str(q.get("resource")).upper() == "STORAGE"]
+    used = sum(int(q["usage"]) for q in storage) if storage else None
+    limit = sum(int(q["limit"]) for q in storage if q["limit"] > 0) if storage else None
+    detail = json.dumps({"quota": data.get("quota") or [], "folders": data.get("folders") or []})
+    return (account, taken_at, int(ok), data.get("reason"), data.get("last_success"),
+            data.get("duration_seconds"), data.get("usage_ratio"), used, limit or None,
+            data.get("pending_bytes"), detail)  # fmt: skip
+
+
 HISTORY_KEEP = timedelta(days=120)
+
+
+@dataclass(frozen=True)
+class FleetSummary:
+    """Aggregates over every account's metric row (``State.fleet_summary``)."""
+
+    at_or_below: tuple[int, ...]  # accounts with a ratio at or below each bound
+    count: int  # accounts with a ratio
+    ratio_sum: float
+    used_bytes: float
+    limit_bytes: float
+    oldest_check: float | None
+    rows: int
+    failing: dict[str, int]  # reason -> accounts whose last check failed
 
 
 def _ts(when: datetime) -> float:
@@ -54,6 +93,20 @@ class State:
         self._db.execute("PRAGMA synchronous=NORMAL")
         for stmt in SCHEMA:
             self._db.execute(stmt)
+        self._fill_metric_rows()
+
+    def _fill_metric_rows(self) -> None:
+        """Rows for reports stored before metric_rows existed (once, on an upgrade)."""
+        with self._lock:
+            if self._db.execute("SELECT 1 FROM metric_rows LIMIT 1").fetchone():
+                return
+            rows = self._db.execute("SELECT account, taken_at, ok, data FROM reports").fetchall()
+            if rows:
+                with self.transaction() as db:
+                    db.executemany(
+                        "INSERT OR REPLACE INTO metric_rows VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                        [metric_row(a, t, bool(ok), json.loads(d)) for a, t, ok, d in rows],
+                    )
 
     def close(self) -> None:
         with self._lock:
@@ -88,6 +141,10 @@ class State:
             db.execute(
                 "INSERT OR REPLACE INTO reports VALUES (?, ?, ?, ?)",
                 (account, _ts(taken_at), int(ok), json.dumps(data)),
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO metric_rows VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                metric_row(account, _ts(taken_at), ok, data),
             )
             if usage is not None:
                 db.execute(
@@ -126,6 +183,34 @@ class State:
             for (account,) in db.execute("SELECT account FROM reports").fetchall():
                 if account not in keep_set:
                     db.execute("DELETE FROM reports WHERE account = ?", (account,))
+                    db.execute("DELETE FROM metric_rows WHERE account = ?", (account,))
+
+    # ------------------------------------------------------------------ metric rows
+    def metric_rows(self, above: float | None = None) -> list[tuple[Any, ...]]:
+        """Rows (``ROW_COLUMNS``) of every account, or only of those at or above ``above``
+        usage or failing (what ``metrics.per_account: above`` exports)."""
+        if above is None:
+            return self._query("SELECT * FROM metric_rows")
+        return self._query("SELECT * FROM metric_rows WHERE ratio >= ? OR ok = 0", (above,))
+
+    def fleet_summary(self, bounds: Sequence[float]) -> FleetSummary:
+        """Aggregates of every row, computed in SQLite: accounts at or below each usage bound,
+        ratio count and sum, used and limit bytes, failing accounts by reason, oldest check."""
+        bands = ", ".join("SUM(ratio <= ?)" for _ in bounds)
+        row = self._query(
+            f"SELECT {bands}, COUNT(ratio), TOTAL(ratio), TOTAL(used_bytes), TOTAL(limit_bytes), "  # noqa: S608 - placeholders only
+            "MIN(checked_at), COUNT(*) FROM metric_rows",
+            tuple(bounds),
+        )[0]
+        n = len(bounds)
+        failing = self._query(
+            "SELECT COALESCE(reason, 'internal'), COUNT(*) FROM metric_rows WHERE ok = 0 GROUP BY 1"
+        )
+        return FleetSummary(
+            tuple(int(v or 0) for v in row[:n]), int(row[n]), float(row[n + 1]),
+            float(row[n + 2]), float(row[n + 3]), row[n + 4], int(row[n + 5]),
+            {str(r): int(c) for r, c in failing},
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ first seen
     def first_seen(

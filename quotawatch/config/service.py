@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationInfo,
@@ -60,6 +61,27 @@ class Schedule(Strict):
         return v
 
 
+#: the default of metrics.per_account: all accounts up to this many, "above 80%" beyond
+PER_ACCOUNT_ALL_UP_TO = 1000
+DEFAULT_ABOVE = 0.8
+
+
+def _per_account(value: Any) -> Any:
+    """``all`` | ``none`` | ``above 80%`` | ``{above: 80%}`` -> "all", "none" or the level."""
+    from quotawatch.units import parse_percent
+
+    if value is None or value in ("all", "none"):
+        return value
+    level = None
+    if isinstance(value, dict) and set(value) == {"above"}:
+        level = value["above"]
+    elif isinstance(value, str) and value.strip().lower().startswith("above"):
+        level = value.strip()[5:].lstrip(" :")
+    if level is None:
+        raise ValueError(f'per_account must be all, none or "above 80%", got {value!r}')
+    return parse_percent(level)
+
+
 class Metrics(Strict):
     """The Prometheus endpoint."""
 
@@ -84,6 +106,25 @@ class Metrics(Strict):
         description="Export sizes of the N largest folders per account.",
         examples=[10],
     )
+    per_account: Annotated[float | Literal["all", "none"] | None, BeforeValidator(_per_account)] = (
+        Field(
+            None,
+            description='Per-account series for: "all" accounts, those "above 80%" (and failing '
+            'ones), or "none"; default all up to 1,000 accounts, "above 80%" beyond.',
+            examples=["all", "above 80%", {"above": "80%"}, "none"],
+        )
+    )
+
+    def per_account_level(self, accounts: int) -> float | None:
+        """The usage level from which accounts get their own series: 0.0 = all, None = none."""
+        mode = self.per_account
+        if mode is None:
+            mode = "all" if accounts <= PER_ACCOUNT_ALL_UP_TO else DEFAULT_ABOVE
+        if mode == "all":
+            return 0.0
+        if mode == "none":
+            return None
+        return float(mode)
 
     @model_validator(mode="after")
     def _check_listen(self) -> Metrics:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from quotawatch.config import Account, Config, load_config
 from quotawatch.config.secrets import SecretCache
-from quotawatch.errors import ConfigError, QuotawatchError
+from quotawatch.errors import ConfigError
 from quotawatch.mail.connect import open_session
 from quotawatch.mail.oauth2.signin import refresh_lapses
 from quotawatch.mail.oauth2.tokens import TokenBroker, secret_cache
@@ -28,7 +27,8 @@ from quotawatch.mail.session import SessionFactory
 from quotawatch.model import Clock, utcnow
 from quotawatch.service.backoff import BACKOFF_REASONS, Backoff, backoff_delay, fingerprint
 from quotawatch.service.directory import Directory, DoveadmFactory, open_doveadm
-from quotawatch.service.fleet import QuotaCache, bulk_check, needs_imap, quota_of, stored_folders
+from quotawatch.service.fleet import QuotaCache, doveadm_job
+from quotawatch.service.fleet_metrics import Cycles, RuntimeInfo
 from quotawatch.service.jobs import JobResult, run_account
 from quotawatch.service.metrics import Counters, Histogram, StateCollector
 from quotawatch.service.stop import SessionRegistry
@@ -87,6 +87,11 @@ class Daemon:
         self.quotas = QuotaCache(config.schedule.interval / 2, clock, doveadm_factory)
         self.runtime = self.load(config)
         self.collector = StateCollector(self.state, self.counters, self.histogram, self.healthy)
+        self.collector.now = lambda: self.clock().timestamp()
+        self.cycles = Cycles()
+        self.collector.info = RuntimeInfo(
+            self.directory.statuses, self.cycles.seconds, lambda: dict(self.quotas.last_duration)
+        )
         self.scheduler: Any = None
         self.last_ok: dict[str, bool] = {}
 
@@ -112,6 +117,7 @@ class Daemon:
             rt.config.schedule.cleanup,
             {n: [(r, rt.config.rules[r].action) for r in a.rules if r in rt.config.rules]
              for n, a in rt.accounts.items() if a.rules},
+            rt.config.metrics.per_account_level(len(rt.accounts)),
         )  # fmt: skip
 
     # ------------------------------------------------------------------ scheduler
@@ -140,6 +146,7 @@ class Daemon:
                 self._schedule(name, self._first_run(name, now))
         if not once:
             self._sources_job(self.runtime.config)
+        self.cycles.restart(self.runtime.accounts)
         self.scheduler.start(paused=paused)
         log.info(
             "scheduler started with %d accounts, concurrency %d",
@@ -221,38 +228,23 @@ class Daemon:
             log.info("account=%s skipped: backing off after %d %s failures until %s",
                      name, backoff.failures, backoff.reason, backoff.until.isoformat())  # fmt: skip
             self.counters.inc("quotawatch_checks_total", {"result": "skipped"})
+            self.cycles.checked(name, self.runtime.accounts)
             return None
         with self._tracked():
             bulk = False
-            if account.quota_source == "doveadm" and account.doveadm is not None:
-                result, bulk = self._run_doveadm(account, rt, now)
+            if account.quota_source == "doveadm":
+                result, bulk = doveadm_job(account, self.quotas, rt.secrets, self.state, now,
+                                           rt.warn, lambda: self._run_imap(account, rt, now))  # fmt: skip
             else:
                 result = self._run_imap(account, rt, now)
             self._record(account, result, now, None if bulk else backoff, backoff_ok=not bulk)
+        self.cycles.checked(name, self.runtime.accounts)
         return result
 
     def _run_imap(self, account: Account, rt: Runtime, now: datetime) -> JobResult:
         return run_account(account, rt.config, self.state, rt.secrets,
                            cleanup=rt.config.schedule.cleanup, now=now,
                            factory=self.sessions.factory(self._factory), warn=rt.warn)  # fmt: skip
-
-    def _run_doveadm(self, account: Account, rt: Runtime, now: datetime) -> tuple[JobResult, bool]:
-        """Quota from the cycle's bulk answer; an IMAP login only when the account needs one.
-
-        Returns the result and whether it was a bulk check (no login)."""
-        started = time.monotonic()
-        assert account.doveadm is not None
-        try:
-            quota = quota_of(account, self.quotas.get(account.doveadm, rt.secrets))
-        except QuotawatchError as exc:
-            quota = exc
-        if not isinstance(quota, QuotawatchError):
-            limited = [q.usage / q.limit for q in quota if q.limit > 0]
-            previous = self.state.last_report(account.name)
-            folders_at = stored_folders(previous[2])[1] if previous else None
-            if needs_imap(account, max(limited, default=None), folders_at, now):
-                return self._run_imap(account, rt, now), False
-        return bulk_check(account, self.state, quota, now, rt.warn, started), True
 
     def _record(
         self,
@@ -359,6 +351,7 @@ class Daemon:
         timing = (old.config.schedule.interval, old.config.schedule.jitter) != (
             new.config.schedule.interval, new.config.schedule.jitter)  # fmt: skip
         self._configure(new)
+        self.cycles.forget(new.accounts)
         self._sources_job(new.config)
         now = self.clock()
         for name in removed:

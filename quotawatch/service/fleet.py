@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -49,13 +49,16 @@ def needs_imap(
 def stored_folders(data: dict[str, Any]) -> tuple[tuple[FolderInfo, ...], float | None]:
     """The folders of a stored report and when they were read over IMAP (None: never)."""
     origin = data.get("origin") or {}
-    at = origin.get("folders_checked_at")
     folders = tuple(
         FolderInfo(f["name"], f["messages"], f["size_bytes"], f.get("special_use"))
         for f in data.get("folders") or ()
     )
-    when = datetime.fromisoformat(at).timestamp() if isinstance(at, str) else None
-    return folders, when
+    if origin.get("folders") == "stored":
+        at = origin.get("folders_checked_at")
+        return folders, datetime.fromisoformat(at).timestamp() if isinstance(at, str) else None
+    if origin.get("folders") in ("imap", "pop3") and not data.get("stale"):
+        return folders, data.get("checked_at")
+    return folders, None
 
 
 class QuotaCache:
@@ -135,6 +138,32 @@ def bulk_check(
                            duration_seconds=time.monotonic() - started)  # fmt: skip
     _save(state, report, now, pending_bytes=data.get("pending_bytes"))
     return _finish(JobResult(report, None, None), account, now, warn)
+
+
+def doveadm_job(
+    account: Account,
+    quotas: QuotaCache,
+    secrets: SecretCache,
+    state: State,
+    now: datetime,
+    warn: WarnHook | None,
+    imap: Callable[[], JobResult],
+) -> tuple[JobResult, bool]:
+    """A doveadm-quota account's job: quota from the cycle's bulk answer, ``imap()`` (the full
+    pipeline) only when the account needs a login; returns the result and whether it was bulk."""
+    started = time.monotonic()
+    assert account.doveadm is not None, "quota_source: doveadm needs doveadm"
+    try:
+        quota = quota_of(account, quotas.get(account.doveadm, secrets))
+    except QuotawatchError as exc:
+        quota = exc
+    if not isinstance(quota, QuotawatchError):
+        limited = [q.usage / q.limit for q in quota if q.limit > 0]
+        previous = state.last_report(account.name)
+        folders_at = stored_folders(previous[2])[1] if previous else None
+        if needs_imap(account, max(limited, default=None), folders_at, now):
+            return imap(), False
+    return bulk_check(account, state, quota, now, warn, started), True
 
 
 def quota_of(account: Account, quotas: Quotas) -> tuple[QuotaResource, ...] | QuotawatchError:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -15,7 +17,8 @@ from prometheus_client.metrics_core import (
 )
 
 from quotawatch import __version__
-from quotawatch.state import State
+from quotawatch.service.fleet_metrics import BANDS, FLEET_NAMES, RuntimeInfo, fleet_families
+from quotawatch.state import ROW_COLUMNS, State
 
 #: error reasons pre-created in the fleet-wide ``quotawatch_errors_total`` (see errors.py)
 REASONS = (
@@ -71,6 +74,29 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
         "Quota warning mails that could not be sent, by threshold.",
         ("account", "threshold"),
     ),
+    "quotawatch_fleet_cleanup_deleted_messages_total": (
+        "Messages removed by cleanups of all accounts, by rule and action.",
+        ("rule", "action"),
+    ),
+    "quotawatch_fleet_cleanup_freed_bytes_total": (
+        "Bytes removed by cleanups of all accounts, by rule and action.",
+        ("rule", "action"),
+    ),
+    "quotawatch_fleet_warnings_sent_total": (
+        "Quota warning mails sent to all accounts, by threshold.",
+        ("threshold",),
+    ),
+    "quotawatch_fleet_warnings_failed_total": (
+        "Quota warning mails to all accounts that could not be sent, by threshold.",
+        ("threshold",),
+    ),
+}
+#: per-account counters with a fleet twin that is bumped (and pre-created) along with them
+TWINS = {
+    "quotawatch_cleanup_deleted_messages_total": "quotawatch_fleet_cleanup_deleted_messages_total",
+    "quotawatch_cleanup_freed_bytes_total": "quotawatch_fleet_cleanup_freed_bytes_total",
+    "quotawatch_warnings_sent_total": "quotawatch_fleet_warnings_sent_total",
+    "quotawatch_warnings_failed_total": "quotawatch_fleet_warnings_failed_total",
 }
 
 GAUGES: dict[str, str] = {
@@ -98,7 +124,7 @@ HISTOGRAM = "quotawatch_check_duration_seconds"
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 #: every metric family name this module exports
-METRIC_NAMES = frozenset({*COUNTERS, *GAUGES, HISTOGRAM})
+METRIC_NAMES = frozenset({*COUNTERS, *GAUGES, HISTOGRAM, *FLEET_NAMES})
 
 
 class Counters:
@@ -126,12 +152,16 @@ class Counters:
         with self._lock:
             series = self._values[name]
             series[key] = series.get(key, 0.0) + value
+        if name in TWINS:
+            self.inc(TWINS[name], {k: v for k, v in labels.items() if k != "account"}, value)
 
     def preset(self, name: str, labels: Mapping[str, str]) -> None:
         """Create the series at 0 if it does not exist yet (so dashboards show 0, not no data)."""
         key = self._key(name, labels)
         with self._lock:
             self._values[name].setdefault(key, 0.0)
+        if name in TWINS:
+            self.preset(TWINS[name], {k: v for k, v in labels.items() if k != "account"})
 
     def forget_accounts(self, keep: Iterable[str]) -> None:
         """Drop every series whose ``account`` label is not in ``keep``."""
@@ -145,13 +175,16 @@ class Counters:
                 for key in [k for k in series if k[pos] not in keep_set]:
                     del series[key]
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self, accounts: frozenset[str] | None = None) -> Iterator[Metric]:
+        """Every series, or (``accounts``) only those of these accounts and the fleet's."""
         with self._lock:
             snapshot = {name: dict(series) for name, series in self._values.items()}
         for name, (doc, labelnames) in COUNTERS.items():
             family = CounterMetricFamily(name, doc, labels=labelnames)
+            pos = labelnames.index("account") if "account" in labelnames else None
             for key, value in sorted(snapshot[name].items()):
-                family.add_metric(list(key), value)
+                if accounts is None or pos is None or key[pos] in accounts:
+                    family.add_metric(list(key), value)
             yield family
 
 
@@ -205,6 +238,10 @@ class StateCollector:
         self._cleanup = True
         #: account -> refresh-token lapse time, read from the token cache (never a login)
         self.oauth2_expiry: Callable[[], Mapping[str, float]] = dict
+        self._level: float | None = 0.0
+        self.info = RuntimeInfo()
+        #: the clock of the lag gauge (Unix seconds)
+        self.now: Callable[[], float] = time.time
 
     def configure(
         self,
@@ -212,22 +249,31 @@ class StateCollector:
         top_folders: int,
         cleanup: bool,
         rule_actions: Mapping[str, Sequence[tuple[str, str]]] | None = None,
+        level: float | None = 0.0,
     ) -> None:
         """Set the configured accounts (at start-up and after a reload) and pre-create their series.
 
         ``rule_actions`` maps an account to its (rule, action) pairs for the cleanup counters.
+        ``level`` is from which usage accounts get their own series (0.0 = all accounts, which
+        also pre-creates their counters; None = none; failing accounts always have theirs).
         """
         with self._lock:
             self._accounts = tuple(accounts)
             self._top_folders = top_folders
             self._cleanup = cleanup
+            self._level = level
         self.counters.forget_accounts(accounts)
         for account, pairs in (rule_actions or {}).items():
             for rule, action in pairs:
                 labels = {"account": account, "rule": rule, "action": action}
-                self.counters.preset("quotawatch_cleanup_deleted_messages_total", labels)
-                self.counters.preset("quotawatch_cleanup_freed_bytes_total", labels)
-        for account in accounts:
+                if level == 0.0:
+                    self.counters.preset("quotawatch_cleanup_deleted_messages_total", labels)
+                    self.counters.preset("quotawatch_cleanup_freed_bytes_total", labels)
+                else:
+                    fleet = {"rule": rule, "action": action}
+                    self.counters.preset("quotawatch_fleet_cleanup_deleted_messages_total", fleet)
+                    self.counters.preset("quotawatch_fleet_cleanup_freed_bytes_total", fleet)
+        for account in accounts if level == 0.0 else ():
             self.counters.preset("quotawatch_cleanup_unconfirmed_total", {"account": account})
         for reason in REASONS:
             self.counters.preset("quotawatch_errors_total", {"reason": reason})
@@ -236,30 +282,43 @@ class StateCollector:
         self.counters.preset("quotawatch_jobs_missed_total", {})
 
     def collect(self) -> Iterator[Metric]:
+        """Per-account series of the accounts ``level`` selects (compact rows, read by SQL),
+        then the fleet series; the work grows with the series exported."""
         with self._lock:
             accounts, top, cleanup = self._accounts, self._top_folders, self._cleanup
-        reports = self.state.last_reports()
+            level = self._level
         fams = {
             name: GaugeMetricFamily(name, doc, labels=_gauge_labels(name))
             for name, doc in GAUGES.items()
         }
-        for name in accounts:
-            stored = reports.get(name)
-            _account_samples(fams, name, stored[0].timestamp() if stored else None,
-                             stored[2] if stored else {}, top)  # fmt: skip
+        configured = frozenset(accounts)
+        if level == 0.0:
+            rows = {r[0]: r for r in self.state.metric_rows()}
+            exported = configured
+            for name in accounts:
+                _account_samples(fams, name, rows.get(name), top)
+        else:
+            chosen = self.state.metric_rows(level) if level is not None else []
+            rows = {r[0]: r for r in chosen if r[0] in configured}
+            exported = frozenset(rows)
+            for name in sorted(rows):
+                _account_samples(fams, name, rows[name], top)
         lapses = self.oauth2_expiry()
-        for name in accounts:
-            if name in lapses:
-                fams["quotawatch_oauth2_token_expiry_timestamp_seconds"].add_metric(
-                    [name], lapses[name]
-                )
+        for name in sorted(configured & set(lapses)):  # few: OAuth2 accounts only
+            fams["quotawatch_oauth2_token_expiry_timestamp_seconds"].add_metric(
+                [name], lapses[name]
+            )
         fams["quotawatch_accounts_configured"].add_metric([], len(accounts))
         fams["quotawatch_cleanup_enabled"].add_metric([], int(cleanup))
         fams["quotawatch_scheduler_running"].add_metric([], int(self.running()))
         fams["quotawatch_build_info"].add_metric([__version__, platform.python_version()], 1)
         yield from fams.values()
-        yield from self.counters.collect()
+        yield from self.counters.collect(None if level == 0.0 else exported)
         yield self.histogram.collect()
+        summary = self.state.fleet_summary(BANDS)
+        yield from fleet_families(
+            summary, REASONS, len(configured - exported), self.now(), self.info
+        )
 
 
 def _gauge_labels(name: str) -> list[str]:
@@ -281,25 +340,28 @@ _QUOTA_NAMES = {
 }
 
 
+_COL = {name: i for i, name in enumerate(ROW_COLUMNS)}
+
+
 def _account_samples(
-    fams: dict[str, GaugeMetricFamily],
-    name: str,
-    checked_at: float | None,
-    data: Mapping[str, Any],
-    top: int,
+    fams: dict[str, GaugeMetricFamily], name: str, row: Sequence[Any] | None, top: int
 ) -> None:
-    """Add one account's samples; series every account always has come first."""
-    fams["quotawatch_account_up"].add_metric([name], 1 if data.get("ok") else 0)
-    fams["quotawatch_last_success_timestamp_seconds"].add_metric(
-        [name], data.get("last_success") or 0
-    )
-    fams["quotawatch_plan_pending_bytes"].add_metric([name], data.get("pending_bytes") or 0)
-    if checked_at is None:
+    """Add one account's samples from its metric row; series every account always has come first."""
+    if row is None:
+        for family in ("quotawatch_account_up", "quotawatch_last_success_timestamp_seconds",
+                       "quotawatch_plan_pending_bytes"):  # fmt: skip
+            fams[family].add_metric([name], 0)
         return
-    fams["quotawatch_last_check_timestamp_seconds"].add_metric([name], checked_at)
-    fams["quotawatch_last_check_duration_seconds"].add_metric(
-        [name], data.get("duration_seconds") or 0
+    fams["quotawatch_account_up"].add_metric([name], 1 if row[_COL["ok"]] else 0)
+    fams["quotawatch_last_success_timestamp_seconds"].add_metric(
+        [name], row[_COL["last_success"]] or 0
     )
+    fams["quotawatch_plan_pending_bytes"].add_metric([name], row[_COL["pending_bytes"]] or 0)
+    fams["quotawatch_last_check_timestamp_seconds"].add_metric([name], row[_COL["checked_at"]])
+    fams["quotawatch_last_check_duration_seconds"].add_metric([name], row[_COL["duration"]] or 0)
+    data = json.loads(row[_COL["detail"]])
+    if row[_COL["ratio"]] is not None:
+        data["usage_ratio"] = row[_COL["ratio"]]
     for q in data.get("quota") or ():
         names = _QUOTA_NAMES.get(str(q.get("resource", "")).upper())
         if names is None:

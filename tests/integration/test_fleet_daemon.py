@@ -17,6 +17,9 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from quotawatch.config import Account
@@ -81,16 +84,32 @@ def write(
     return path
 
 
-def run_once(path: Path, logins: Logins) -> tuple[Daemon, float]:
+def run_once(path: Path, logins: Logins) -> tuple[Daemon, float, CollectorRegistry]:
     daemon = Daemon(str(path), factory=logins)
     started = time.monotonic()
     daemon.start(once=True)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(daemon.collector)
     try:
         results = daemon.once_results(len(daemon.runtime.accounts), lambda: False)
+        seconds = time.monotonic() - started
+        exposition = generate_latest(registry)  # while the state is open
     finally:
         daemon.stop()
     assert len(results) == len(daemon.runtime.accounts)
-    return daemon, time.monotonic() - started
+    frozen = CollectorRegistry(auto_describe=False)
+    frozen.register(_Frozen(exposition.decode()))
+    return daemon, seconds, frozen
+
+
+class _Frozen:
+    """The families of one scrape, parsed back (so they can be read after the daemon stopped)."""
+
+    def __init__(self, text: str) -> None:
+        self.families = list(text_string_to_metric_families(text))
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)
 
 
 @pytest.fixture
@@ -104,14 +123,14 @@ def test_every_account_once_per_cycle_with_one_quota_call(
 ) -> None:
     path = write(tmp_path, dovecot_api, fleet)
     logins = Logins()
-    first, seconds1 = run_once(path, logins)
+    first, seconds1, _ = run_once(path, logins)
     assert set(first.runtime.accounts) == set(fleet)
     # folders never read: the first cycle logs into every account once
     assert logins.names == Counter(dict.fromkeys(fleet, 1))
     assert first.quotas.calls == 1
 
     logins2 = Logins()
-    second, seconds2 = run_once(path, logins2)
+    second, seconds2, metrics = run_once(path, logins2)
     assert set(logins2.names) == set(fleet[:FULL]), "only accounts above imap_when_above log in"
     assert second.quotas.calls == 1, "one quotaGet for the whole cycle"
     state = State(tmp_path / "state")
@@ -123,6 +142,16 @@ def test_every_account_once_per_cycle_with_one_quota_call(
     assert quiet["ok"] and quiet["origin"]["quota"] == "doveadm"
     assert quiet["origin"]["folders"] == "stored" and quiet["folders"]
     assert quiet["quota"][0]["limit"] == 100 * 1024
+    # metrics within the series budget: default per_account beyond 1,000 accounts is above 80%
+    series = sum(len(m.samples) for m in metrics.collect())
+    exported = 0 if FLEET > 1000 else FLEET
+    assert metrics.get_sample_value("quotawatch_metrics_accounts_omitted") == FLEET - exported
+    assert series < 5000, series
+    assert metrics.get_sample_value("quotawatch_accounts_configured") == FLEET
+    assert metrics.get_sample_value("quotawatch_source_accounts", {"source": "fleet"}) == FLEET
+    assert metrics.get_sample_value("quotawatch_fleet_usage_ratio_gcount") == FLEET
+    assert metrics.get_sample_value("quotawatch_cycle_duration_seconds") > 0
+    print(f"\n{FLEET} accounts: {series} series exported; ", end="")
     print(f"\n{FLEET} accounts: first cycle (all IMAP) {seconds1:.1f}s, "
           f"second cycle ({len(logins2.names)} IMAP logins) {seconds2:.1f}s")  # fmt: skip
 

@@ -22,7 +22,7 @@ PROM = DEPLOY / "prometheus"
 DASHBOARD = DEPLOY / "grafana" / "quotawatch.json"
 
 METRIC_RE = re.compile(r"\bquotawatch_[a-z0-9_]+")
-SUFFIXES = ("_bucket", "_sum", "_count")
+SUFFIXES = ("_bucket", "_sum", "_count", "_gcount", "_gsum")
 
 
 def tool(name: str) -> str:
