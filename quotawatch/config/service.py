@@ -41,6 +41,18 @@ class Schedule(Strict):
     concurrency: int = Field(
         16, ge=1, le=1024, description="Accounts checked at the same time.", examples=[16]
     )
+    adaptive: bool | None = Field(
+        None,
+        description="Check each account as often as it needs: sooner near a warning level or "
+        "when growing fast, up to max_interval when far from full; default on above 1,000 "
+        "accounts.",
+        examples=[True],
+    )
+    max_interval: Duration = Field(
+        timedelta(hours=6),
+        description="With adaptive: the longest wait between two checks of an account.",
+        examples=["6h"],
+    )
     cleanup: bool = Field(
         True, description="Apply rules on schedule; false = monitor only.", examples=[True]
     )

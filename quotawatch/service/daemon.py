@@ -31,10 +31,11 @@ from quotawatch.service.fleet import QuotaCache, doveadm_job
 from quotawatch.service.fleet_metrics import Cycles, RuntimeInfo
 from quotawatch.service.jobs import JobResult, run_account
 from quotawatch.service.metrics import Counters, Histogram, StateCollector
+from quotawatch.service.pacing import adaptive, delay_after
 from quotawatch.service.stop import SessionRegistry
 from quotawatch.state import State
 from quotawatch.units import format_percent
-from quotawatch.warnings.notify import WarnHook
+from quotawatch.warnings.notify import WarnHook, make_warn_hook
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class Daemon:
     ) -> None:
         self.config_path = config_path
         self.clock = clock
-        self.warn_factory = warn_factory or default_warn_factory
+        self.warn_factory = warn_factory or make_warn_hook
         self.counters = Counters()
         self.histogram = Histogram()
         self.sessions = SessionRegistry()
@@ -238,6 +239,10 @@ class Daemon:
             else:
                 result = self._run_imap(account, rt, now)
             self._record(account, result, now, None if bulk else backoff, backoff_ok=not bulk)
+        if self._once_results is None and adaptive(rt.config, len(rt.accounts)):
+            due = now + delay_after(result.report, rt.config, self.state, now)
+            with suppress(JobLookupError):
+                self.scheduler.modify_job(name, next_run_time=due)
         self.cycles.checked(name, self.runtime.accounts)
         return result
 
@@ -382,9 +387,8 @@ class Daemon:
         return finished
 
     def status_line(self) -> str:
-        ok = sum(self.last_ok.values())
-        failed = len(self.last_ok) - ok
-        return f"{len(self.runtime.accounts)} accounts: {ok} ok, {failed} failing, {len(self.runtime.accounts) - len(self.last_ok)} not checked yet"
+        ok, total = sum(self.last_ok.values()), len(self.runtime.accounts)
+        return f"{total} accounts: {ok} ok, {len(self.last_ok) - ok} failing, {total - len(self.last_ok)} not checked yet"
 
     def once_results(self, count: int, done: Callable[[], bool]) -> Sequence[JobResult | None]:
         """Wait for ``count`` job results of ``run --once`` (or until ``done()``)."""
@@ -394,12 +398,3 @@ class Daemon:
             with suppress(queue.Empty):
                 results.append(self._once_results.get(timeout=0.2))
         return results
-
-
-def default_warn_factory(
-    config: Config, state: State, secrets: SecretCache, counters: Counters
-) -> WarnHook | None:
-    """Warning mails (quotawatch.warnings.notify) when ``warnings:`` and ``smtp:`` are configured."""
-    from quotawatch.warnings.notify import make_warn_hook
-
-    return make_warn_hook(config, state, secrets, counters)

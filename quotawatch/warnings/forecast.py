@@ -40,6 +40,22 @@ def slope_per_day(points: Sequence[tuple[float, float]]) -> float:
     return median(slopes) if slopes else 0.0
 
 
+def trend(
+    history: Sequence[tuple[datetime, int, int]],
+    now: datetime,
+    window: timedelta = WINDOW,
+) -> tuple[float, float] | None:
+    """(current ratio, growth of the ratio per day) from (time, usage, limit) points; None when
+    the last ``window`` holds fewer than two points or spans less than a day."""
+    since = now - window
+    recent = sorted((t, u, lim) for t, u, lim in history if since <= t <= now and lim > 0)
+    if len(recent) < 2 or recent[-1][0] - recent[0][0] < MIN_SPAN:
+        return None
+    origin = recent[0][0]
+    points = [((t - origin) / timedelta(days=1), u / lim) for t, u, lim in recent]
+    return points[-1][1], slope_per_day(_bucketed(points, MAX_POINTS))
+
+
 def days_until_full(
     history: Sequence[tuple[datetime, int, int]],
     now: datetime,
@@ -50,16 +66,12 @@ def days_until_full(
     None when the last ``window`` holds fewer than two points or spans less than a day, when
     usage is flat or falling, or when full is more than a year away. 0 when already full.
     """
-    since = now - window
-    recent = sorted((t, u, lim) for t, u, lim in history if since <= t <= now and lim > 0)
-    if len(recent) < 2 or recent[-1][0] - recent[0][0] < MIN_SPAN:
+    found = trend(history, now, window)
+    if found is None:
         return None
-    origin = recent[0][0]
-    points = [((t - origin) / timedelta(days=1), u / lim) for t, u, lim in recent]
-    current = points[-1][1]
+    current, slope = found
     if current >= 1:
         return 0.0
-    slope = slope_per_day(_bucketed(points, MAX_POINTS))
     if slope <= 0:
         return None
     days = (1 - current) / slope
