@@ -203,6 +203,7 @@ def daemon_memory(
             "cycle_seconds": cycle, "rss_cycle_mib": rss_cycle / 1024,
             "rss_after_scrape_mib": rss_scraped / 1024, "scrape_seconds": scrape_seconds,
             "scrape_bytes": len(text.encode()),
+            "series": sum(1 for line in text.splitlines() if line and not line.startswith("#")),
         }  # fmt: skip
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -4,8 +4,9 @@ Takes an ``Account`` and its password; gives a logged-in ``MailboxSession`` (quo
 sizes, candidate search, UID-exact delete/move, message fetch) and a ``Snapshot`` of it.
 ``session`` holds only the interface and plain data; ``connect`` is the factory that picks an
 adapter (``imap/``, ``pop3/``); ``limits`` bounds what any server may cost them (caps on lines,
-literals and answers; a deadline per command and per account job). Nothing outside this package
-imports imapclient or poplib, and the interface module never imports an adapter, so the planner
-can use its types without them.
+literals and answers; a deadline per command and per account job); ``doveadm`` is the
+server-side access of large installations (every user, every user's quota in one call), used by
+the service only. Nothing outside this package imports imapclient or poplib, and the interface
+module never imports an adapter, so the planner can use its types without them.
 Never imports retention, warnings or service.
 """

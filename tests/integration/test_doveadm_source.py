@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -10,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import SecretStr
 
 from quotawatch.config import Config, parse_config
@@ -130,3 +132,34 @@ def test_a_source_that_fails_mid_run_keeps_its_last_good_list(
     recovered = directory.accounts(config_now(), "<config>", SecretCache())
     assert sorted(a.name for a in recovered) == sorted(names[1:])
     assert directory.statuses()[0].ok
+
+
+def test_check_says_where_each_number_came_from(
+    dovecot_api: Dovecot, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    quiet, full = users_on(dovecot_api, 1, "c")[0], f"cfull{secrets.token_hex(2)}"
+    dovecot_api.add_user(full, "pw", quota_bytes=1024 * 1024)
+    when = datetime.now(UTC) - timedelta(days=1)
+    body = b"Subject: x\r\n\r\n" + b"x" * 1_000_000 + b"\r\n"  # ~95 % of full's 1 MiB
+    dovecot_api.deliver_bulk(full, "INBOX", [(body, when, "S")])
+    secret = tmp_path / "master"
+    secret.write_text(dovecot_api.master_password)
+    secret.chmod(0o600)
+    access = api(dovecot_api).model_dump(mode="json", exclude_unset=True)
+    accounts = [
+        {"name": n, "host": "127.0.0.1", "port": dovecot_api.imaps_port,
+         "ca_file": str(dovecot_api.ca_file), "username": f"{n}*{dovecot_api.master_user}",
+         "password_file": str(secret), "quota_source": "doveadm", "doveadm": access}
+        for n in (quiet, full)
+    ]  # fmt: skip
+    config = tmp_path / "quotawatch.yaml"
+    config.write_text(yaml.safe_dump({"state_dir": str(tmp_path / "state"), "accounts": accounts}))
+    from quotawatch.cli import main
+
+    assert main(["check", "--json", "--config", str(config)]) == 0
+    out = {a["name"]: a for a in json.loads(capsys.readouterr().out)["accounts"]}
+    assert out[quiet]["origin"] == {"quota": "doveadm", "folders": None, "folders_checked_at": None}
+    assert out[quiet]["folders"] == [] and "imap_when_above" in out[quiet]["notes"][0]
+    assert out[quiet]["quota"][0]["limit"] == 1024 * 1024
+    assert out[full]["origin"] == {"quota": "imap", "folders": "imap", "folders_checked_at": None}
+    assert out[full]["usage_ratio"] > 0.9 and out[full]["folders"]

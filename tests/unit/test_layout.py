@@ -36,6 +36,8 @@ FORBIDDEN: tuple[tuple[str, str, str], ...] = (
     ("quotawatch.warnings", "quotawatch.mail.imap", "warnings never speak a mail protocol"),
     ("quotawatch.warnings", "quotawatch.mail.pop3", "warnings never speak a mail protocol"),
     ("quotawatch.warnings", "quotawatch.mail.connect", "warnings never log in to a mailbox"),
+    ("quotawatch.warnings", "quotawatch.mail.doveadm", "warnings never ask the mail server"),
+    ("quotawatch.retention", "quotawatch.mail.doveadm", "retention speaks through the interface"),
     ("quotawatch.warnings", "quotawatch.service", "stages never import the service"),
     ("quotawatch.service", "quotawatch.cli", "the CLI is on top"),
 )
