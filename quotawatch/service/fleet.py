@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,7 +19,7 @@ from quotawatch.mail.doveadm import Quotas
 from quotawatch.mail.session import SessionFactory
 from quotawatch.model import AccountReport, Clock, FolderInfo, QuotaResource, Snapshot, utcnow
 from quotawatch.service.directory import DoveadmFactory, open_doveadm
-from quotawatch.service.jobs import JobResult, _finish, _save, check_account
+from quotawatch.service.jobs import JobResult, _finish, _save, check_account, report_data
 from quotawatch.service.pool import per_account
 from quotawatch.state import State
 from quotawatch.warnings.notify import WarnHook
@@ -31,19 +32,32 @@ def doveadm_user(account: Account) -> str:
     return account.authorize_as or account.username.rsplit("*", 1)[0]
 
 
+def phase(name: str) -> float:
+    """A stable fraction in [0, 1) per account name, to spread first folder reads."""
+    return zlib.crc32(name.encode()) / 2**32
+
+
 def needs_imap(
-    account: Account, ratio: float | None, folders_at: float | None, now: datetime
+    account: Account,
+    ratio: float | None,
+    folders_at: float | None,
+    now: datetime,
+    since: float | None = None,
 ) -> bool:
     """Whether a doveadm-quota account needs an IMAP login now (folders, plan, cleanup).
 
     Yes when its usage is at or above ``imap_when_above``, or when its folders were last read
-    ``folders_every`` ago or more (or never).
+    ``folders_every`` ago or more. Folders never read are first read at the account's own point
+    within ``folders_every`` after ``since`` (its first doveadm check), so a new fleet's first
+    reads are spread over that time instead of all landing in the first cycle; without
+    ``since`` at once.
     """
     if ratio is not None and ratio >= account.imap_when_above:
         return True
+    every = account.folders_every.total_seconds()
     if folders_at is None:
-        return True
-    return now.timestamp() - folders_at >= account.folders_every.total_seconds()
+        return since is None or now.timestamp() >= since + phase(account.name) * every
+    return now.timestamp() - folders_at >= every
 
 
 def stored_folders(data: dict[str, Any]) -> tuple[tuple[FolderInfo, ...], float | None]:
@@ -136,7 +150,11 @@ def bulk_check(
                     quota_origin="doveadm", folders_at=at or now)  # fmt: skip
     report = AccountReport(account.name, account.protocol, snapshot=snap,
                            duration_seconds=time.monotonic() - started)  # fmt: skip
-    _save(state, report, now, pending_bytes=data.get("pending_bytes"))
+    stored = report_data(report, now, data, pending_bytes=data.get("pending_bytes"))
+    stored["doveadm_since"] = data.get("doveadm_since") or now.timestamp()
+    fullest = snap.fullest()
+    usage = (fullest.usage, fullest.limit, fullest.resource) if fullest is not None else None
+    state.save_report(account.name, now, True, stored, usage)
     return _finish(JobResult(report, None, None), account, now, warn)
 
 
@@ -159,9 +177,9 @@ def doveadm_job(
         quota = exc
     if not isinstance(quota, QuotawatchError):
         limited = [q.usage / q.limit for q in quota if q.limit > 0]
-        previous = state.last_report(account.name)
-        folders_at = stored_folders(previous[2])[1] if previous else None
-        if needs_imap(account, max(limited, default=None), folders_at, now):
+        data = previous[2] if (previous := state.last_report(account.name)) else {}
+        since = data.get("doveadm_since") or now.timestamp()
+        if needs_imap(account, max(limited, default=None), stored_folders(data)[1], now, since):
             return imap(), False
     return bulk_check(account, state, quota, now, warn, started), True
 

@@ -125,8 +125,9 @@ def test_every_account_once_per_cycle_with_one_quota_call(
     logins = Logins()
     first, seconds1, _ = run_once(path, logins)
     assert set(first.runtime.accounts) == set(fleet)
-    # folders never read: the first cycle logs into every account once
-    assert logins.names == Counter(dict.fromkeys(fleet, 1))
+    # only the accounts above imap_when_above log in; the others' first folder reads are
+    # spread over folders_every (1d)
+    assert logins.names == Counter(dict.fromkeys(fleet[:FULL], 1))
     assert first.quotas.calls == 1
 
     logins2 = Logins()
@@ -139,8 +140,8 @@ def test_every_account_once_per_cycle_with_one_quota_call(
     full = reports[fleet[0]][2]
     assert full["origin"]["quota"] == "imap" and full["usage_ratio"] >= 0.7
     quiet = reports[fleet[-1]][2]
-    assert quiet["ok"] and quiet["origin"]["quota"] == "doveadm"
-    assert quiet["origin"]["folders"] == "stored" and quiet["folders"]
+    assert quiet["ok"] and quiet["origin"] == {"quota": "doveadm", "folders": None,
+                                               "folders_checked_at": None}  # fmt: skip
     assert quiet["quota"][0]["limit"] == 100 * 1024
     # metrics within the series budget: default per_account beyond 1,000 accounts is above 80%
     series = sum(len(m.samples) for m in metrics.collect())
@@ -152,12 +153,21 @@ def test_every_account_once_per_cycle_with_one_quota_call(
     assert metrics.get_sample_value("quotawatch_fleet_usage_ratio_gcount") == FLEET
     assert metrics.get_sample_value("quotawatch_cycle_duration_seconds") > 0
     print(f"\n{FLEET} accounts: {series} series exported; ", end="")
-    print(f"\n{FLEET} accounts: first cycle (all IMAP) {seconds1:.1f}s, "
+    print(f"\n{FLEET} accounts: first cycle ({len(logins.names)} IMAP logins) {seconds1:.1f}s, "
           f"second cycle ({len(logins2.names)} IMAP logins) {seconds2:.1f}s")  # fmt: skip
 
-    # the first 100 accounts only (not 2,000 logins again)
+    # folders_every 1s: every account's first folder read is due; the first 100 accounts only
     write(tmp_path, dovecot_api, fleet, folders_every="1s", mask="000*")
     time.sleep(1)
     logins3 = Logins()
     run_once(path, logins3)
-    assert set(logins3.names) == set(fleet[:100]), "folders are read again after folders_every"
+    assert set(logins3.names) == set(fleet[:100]), "folders are read once per folders_every"
+    after = State(tmp_path / "state").last_reports()[fleet[99]][2]
+    assert after["origin"] == {"quota": "imap", "folders": "imap", "folders_checked_at": None}
+    assert after["folders"]
+    logins4 = Logins()
+    write(tmp_path, dovecot_api, fleet, folders_every="1d", mask="000*")
+    run_once(path, logins4)
+    assert set(logins4.names) == set(fleet[:FULL]), "folders fresh: no login below the level"
+    stored = State(tmp_path / "state").last_reports()[fleet[99]][2]
+    assert stored["origin"]["folders"] == "stored" and stored["folders"] == after["folders"]

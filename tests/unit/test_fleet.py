@@ -98,4 +98,16 @@ def test_needs_imap_above_the_level_or_when_folders_are_old() -> None:
     assert needs_imap(acct, 0.7, fresh, NOW)
     assert needs_imap(acct, 0.95, fresh, NOW)
     assert needs_imap(acct, 0.1, old, NOW)
-    assert needs_imap(acct, 0.1, None, NOW)  # folders never read
+    assert needs_imap(acct, 0.1, None, NOW)  # folders never read, no first doveadm check known
+
+
+def test_first_folder_reads_are_spread_over_folders_every() -> None:
+    accounts = [account(name=f"user{i}") for i in range(400)]
+    since = NOW.timestamp()
+    due = [
+        sum(needs_imap(a, 0.1, None, NOW + timedelta(hours=h), since) for a in accounts)
+        for h in (0, 6, 12, 24)
+    ]
+    assert due[0] == 0 and due[-1] == 400
+    assert 50 < due[1] < 150 and 150 < due[2] < 250  # about a quarter, about a half
+    assert all(needs_imap(a, 0.75, None, NOW, since) for a in accounts)  # above the level: now
