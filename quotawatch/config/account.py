@@ -16,9 +16,9 @@ from pydantic import (
 )
 
 from quotawatch.config.base import DEFAULT_PORTS, Strict, TlsMode, _check_email, check_tls_mode
+from quotawatch.config.fleet import DoveadmAccess
 from quotawatch.config.oauth2 import OAuth2
 from quotawatch.config.profiles import EXCHANGE, Profile, fill_defaults
-from quotawatch.config.fleet import DoveadmAccess
 from quotawatch.units import ByteSize, Duration, Percent
 
 
