@@ -149,11 +149,8 @@ class Daemon:
             self._sources_job(self.runtime.config)
         self.cycles.restart(self.runtime.accounts)
         self.scheduler.start(paused=paused)
-        log.info(
-            "scheduler started with %d accounts, concurrency %d",
-            len(self.runtime.accounts),
-            concurrency,
-        )
+        log.info("scheduler started with %d accounts, concurrency %d",
+                 len(self.runtime.accounts), concurrency)  # fmt: skip
 
     def _first_run(self, name: str, now: datetime) -> datetime:
         """Soon (within the jitter) — or one interval after the last stored check, if that is later."""
@@ -169,8 +166,10 @@ class Daemon:
         seconds = schedule.interval.total_seconds()
         jitter = int(schedule.jitter.total_seconds()) or None
         trigger = IntervalTrigger(seconds=seconds, start_date=start, jitter=jitter, timezone=UTC)
+        first = trigger.get_next_fire_time(None, start)  # not an interval late after a slow start
         self.scheduler.add_job(self.run_job, trigger, args=(name,), id=name, name=name,
-                               misfire_grace_time=max(1, int(seconds)), replace_existing=True)  # fmt: skip
+                               next_run_time=first, misfire_grace_time=max(1, int(seconds)),
+                               replace_existing=True)  # fmt: skip
 
     def _sources_job(self, config: Config) -> None:
         """The job that re-reads due account sources, while there are sources."""

@@ -362,3 +362,17 @@ def test_watchdog_pings_only_while_alive(notify_socket: tuple[socket.socket, str
 
 def test_event_types_used_here_exist() -> None:
     assert issubclass(JobExecutionEvent, SchedulerEvent)
+
+
+def test_a_slow_start_does_not_push_the_first_checks_an_interval_later(
+    tmp_path: Path, server: Server
+) -> None:
+    """Adding 10,000 jobs takes seconds: the first run each was given (``now`` + 1 s) may be past
+    when the scheduler starts. It must still come then, not an interval later."""
+    long_ago = datetime.now(UTC) - timedelta(seconds=30)  # the start took 30 s
+    daemon = Daemon(str(write_config(tmp_path, ["alice", "bob"])), factory=server.factory,
+                    clock=lambda: long_ago)  # fmt: skip
+    events = started(daemon)
+    done = wait_for(events, EVENT_JOB_EXECUTED, {"alice", "bob"})
+    assert sorted(done) == ["alice", "bob"] and sorted(server.logins) == ["alice", "bob"]
+    assert daemon.stop(grace=5)
