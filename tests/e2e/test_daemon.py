@@ -309,23 +309,32 @@ def test_run_once_exit_codes(dovecot: Dovecot, workdir: Path, dead_port: int) ->
     assert "check failed account=dead reason=connect" in failed.stderr
 
 
+def old_trash_config(
+    dovecot: Dovecot, workdir: Path, name: str, password: str
+) -> Callable[[int], Path]:
+    """A config maker for one account whose rule deletes Trash mail older than 2 days, with
+    cleanup on and /metrics on the given port."""
+
+    def make_config(port: int) -> Path:
+        account = imap_account(dovecot, name, name, password, workdir,
+                               rules=["old-trash"], max_delete_fraction="100%")  # fmt: skip
+        return write_config(
+            workdir, [account],
+            rules={"old-trash": {"folders": ["\\Trash"], "older_than": "2d", "age": "received"}},
+            schedule={"interval": "1h", "jitter": "0s", "cleanup": True},
+            metrics={"listen": f"127.0.0.1:{port}"},
+        )  # fmt: skip
+
+    return make_config
+
+
 def test_daemon_applies_rules_and_counts_the_cleanup(dovecot: Dovecot, workdir: Path) -> None:
     dovecot.add_user("dave", "Dave-pw-31c9d0")
     old = datetime.now(UTC) - timedelta(days=5)
     dovecot.deliver_bulk("dave", "Trash", [(message(i, 30_000), old, "S") for i in range(4)])
     dovecot.deliver_bulk("dave", "Trash", [(message(9, 30_000), datetime.now(UTC), "S")])
 
-    def make_config(port: int) -> Path:
-        dave = imap_account(dovecot, "dave", "dave", "Dave-pw-31c9d0", workdir,
-                            rules=["old-trash"], max_delete_fraction="100%")  # fmt: skip
-        return write_config(
-            workdir, [dave],
-            rules={"old-trash": {"folders": ["\\Trash"], "older_than": "2d", "age": "received"}},
-            schedule={"interval": "1h", "jitter": "0s", "cleanup": True},
-            metrics={"listen": f"127.0.0.1:{port}"},
-        )  # fmt: skip
-
-    daemon, port = start(make_config, workdir)
+    daemon, port = start(old_trash_config(dovecot, workdir, "dave", "Dave-pw-31c9d0"), workdir)
     try:
         daemon.expect_log("account=dave checked")
         _, text = fetch(f"http://127.0.0.1:{port}/metrics")
@@ -357,17 +366,7 @@ def test_daemon_with_a_full_disk_touches_nothing_and_counts_reason_state(
     (workdir / "state").mkdir(parents=True, exist_ok=True)
     (workdir / "state" / "audit.jsonl").symlink_to("/dev/full")  # ENOSPC on every write
 
-    def make_config(port: int) -> Path:
-        erin = imap_account(dovecot, "erin", "erin", "Erin-pw-77ab12", workdir,
-                            rules=["old-trash"], max_delete_fraction="100%")  # fmt: skip
-        return write_config(
-            workdir, [erin],
-            rules={"old-trash": {"folders": ["\\Trash"], "older_than": "2d", "age": "received"}},
-            schedule={"interval": "1h", "jitter": "0s", "cleanup": True},
-            metrics={"listen": f"127.0.0.1:{port}"},
-        )  # fmt: skip
-
-    daemon, port = start(make_config, workdir)
+    daemon, port = start(old_trash_config(dovecot, workdir, "erin", "Erin-pw-77ab12"), workdir)
     try:
         daemon.expect_log("account=erin cleanup failed reason=state")
         daemon.expect_log("account=erin checked")
