@@ -14,7 +14,8 @@ LOGIN/AUTHENTICATE/PASS/AUTH), ``"greeting"``, or a command such as ``"GETQUOTAR
 every connection is closed after ``max_seconds``. Any user and password are accepted
 (AUTH=XOAUTH2/OAUTHBEARER are advertised for :mod:`sandbox.expiring`, which accepts them).
 ``tls=True`` speaks implicit TLS with a certificate from a throw-away ``trustme`` CA
-(``ca_file``, or :meth:`HostileServer.client_context`).
+(``ca_file``, or :meth:`HostileServer.client_context`) for ``identities`` (default
+``127.0.0.1`` and ``localhost``). ``capabilities``: what the IMAP greeting and login announce.
 """
 
 from __future__ import annotations
@@ -106,6 +107,8 @@ class HostileServer(LoopbackServer):
         max_connections: int = 16,
         lifetime: float = 600.0,
         quota_kib: tuple[int, int] = (512, 10240),
+        identities: tuple[str, ...] = ("127.0.0.1", "localhost"),
+        capabilities: bytes = IMAP_CAPABILITIES,
     ) -> None:
         super().__init__(max_connections=max_connections, lifetime=lifetime)
         modes = {"imap": IMAP_MODES, "pop3": POP3_MODES}.get(protocol)
@@ -120,6 +123,8 @@ class HostileServer(LoopbackServer):
         self.max_bytes = max_bytes
         self.max_seconds = max_seconds
         self.quota_kib = quota_kib
+        self.identities = identities
+        self.capabilities = capabilities
         self.ca_file: Path | None = None
         self.bytes_sent = 0
         self.commands: list[bytes] = []
@@ -134,7 +139,7 @@ class HostileServer(LoopbackServer):
         if self.tls and self._context is None:
             ca = trustme.CA()
             self._context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            ca.issue_cert("127.0.0.1", "localhost").configure_cert(self._context)
+            ca.issue_cert(*self.identities).configure_cert(self._context)
             self._tmp = Path(tempfile.mkdtemp(prefix="qw-hostile-"))
             self.ca_file = self._tmp / "ca.pem"
             ca.cert_pem.write_to_path(str(self.ca_file))
@@ -241,7 +246,7 @@ class HostileServer(LoopbackServer):
     # ------------------------------------------------------------------ IMAP
 
     def _serve_imap(self, s: _Session) -> None:
-        caps = IMAP_CAPABILITIES
+        caps = self.capabilities
         if not self._greet(s, b"* OK [CAPABILITY " + caps + b"] Hostile IMAP ready.\r\n"):
             return
         for _ in range(_MAX_COMMANDS):
@@ -268,6 +273,8 @@ class HostileServer(LoopbackServer):
                 out = tag + b" OK [CAPABILITY " + caps + b"] Logged in\r\n"
             elif verb == b"GETQUOTAROOT":
                 out = b'* QUOTAROOT %s "User quota"\r\n' % name + quota + ok
+            elif verb == b"CAPABILITY":
+                out = b"* CAPABILITY " + caps + b"\r\n" + ok
             elif verb == b"GETQUOTA":
                 out = quota + ok
             elif verb == b"STATUS":
@@ -298,7 +305,7 @@ class HostileServer(LoopbackServer):
             if answer.strip() == b"*":
                 return s.send(tag + b" BAD Authentication canceled\r\n")
         s.logged_in = True
-        return s.send(tag + b" OK [CAPABILITY " + IMAP_CAPABILITIES + b"] Logged in\r\n")
+        return s.send(tag + b" OK [CAPABILITY " + self.capabilities + b"] Logged in\r\n")
 
     # ------------------------------------------------------------------ POP3
 

@@ -11,7 +11,12 @@ from typing import Any
 import pytest
 
 from quotawatch.cli import main
-from sandbox.hostile import HostileServer
+from quotawatch.config import load_config
+from quotawatch.config.secrets import SecretCache
+from quotawatch.config.sources import all_accounts
+from quotawatch.mail.tls import tls_context
+from quotawatch.service.jobs import check_accounts
+from sandbox.hostile import IMAP_CAPABILITIES, HostileServer
 from tests.support import imap_account, secret_file, write_config
 
 #: RSS may grow by this much while a hostile server streams up to HOSTILE_BYTES at us
@@ -153,3 +158,43 @@ def test_job_deadline_ends_a_server_that_answers_every_command_slowly(
     bad, good, _ = check_both(tmp_path, user, hostile, capsys, command_timeout=60, job_timeout=2)
     assert good["ok"] is True
     assert bad["reason"] == "timeout" and "job_timeout" in bad["error"], bad
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [("imap", "huge_literal", "LIST", True), ("imap", "endless_untagged", "LIST", False),
+     ("imap", "endless_line", "GETQUOTAROOT", False)],
+    indirect=True,
+    ids=lambda c: "-".join(map(str, c)),
+)  # fmt: skip
+def test_a_pipelined_answer_is_bounded_like_any_other(
+    tmp_path: Path, user: Any, hostile: HostileServer, capsys: Any
+) -> None:
+    """A server offering LIST-STATUS gets GETQUOTAROOT and LIST in one write; whichever of the
+    two answers misbehaves, the caps and deadlines hold and only this account fails."""
+    hostile.capabilities = IMAP_CAPABILITIES + b" LIST-STATUS STATUS=SIZE"
+    bad, good, sampler = check_both(tmp_path, user, hostile, capsys)
+    assert good["ok"] is True, good
+    assert bad["reason"] in ({"protocol", "timeout"} if hostile.mode == "endless_untagged"
+                             else {"protocol"}), bad  # fmt: skip
+    assert "GETQUOTAROOT, LIST" in bad["error"] and len(bad["error"]) <= 400, bad["error"]
+    verbs = [c.split()[1].upper() for c in hostile.commands if len(c.split()) > 1]
+    assert verbs[1] == b"GETQUOTAROOT" and (hostile.misbehave_on != b"LIST" or verbs[2] == b"LIST")
+    assert sampler.growth < RSS_BOUND, f"RSS grew by {sampler.growth >> 20} MiB"
+
+
+def test_one_tls_context_per_ca_file_still_checks_each_accounts_host_name(tmp_path: Path) -> None:
+    """Accounts with the same ca_file share one verifying context (building one costs CPU per
+    login), and every connection still checks its own host name: the certificate names
+    localhost only, so the same server reached as 127.0.0.1 is refused before credentials go."""
+    with HostileServer("imap", tls=True, identities=("localhost",)) as server:
+        by_name = hostile_account(server, tmp_path, name="by-name", host="localhost")
+        by_ip = hostile_account(server, tmp_path, name="by-ip", host="127.0.0.1")
+        path = write_config(tmp_path, [by_name, by_ip, dict(by_name, name="again")])
+        accounts = all_accounts(load_config(path), str(path))
+        assert len({id(tls_context(a.ca_file)) for a in accounts}) == 1
+        reports = list(check_accounts(accounts, SecretCache(), concurrency=1))
+        logins = [c for c in server.commands if b"AUTHENTICATE" in c.upper()]
+    assert [r.ok for r in reports] == [True, False, True], [r.error for r in reports]
+    assert reports[1].reason == "tls" and "127.0.0.1" in str(reports[1].error), reports[1].error
+    assert len(logins) == 2, "no credentials went to the connection that failed verification"

@@ -23,17 +23,34 @@ NOW = datetime.now(UTC)
 ODD_NAMES = ['a "quoted" name', "back\\slash", "007", "br]acket", "pct%", "{3}", "Entwürfe"]
 
 
+class Sent(list[str]):
+    """The verbs sent, one per command line; ``writes`` groups them by the write that sent them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[list[str]] = []
+
+    def clear(self) -> None:
+        super().clear()
+        self.writes.clear()
+
+
 @pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+def sent(monkeypatch: pytest.MonkeyPatch) -> Sent:
     """The verb of each command line quotawatch's IMAP client sends (never the arguments, which
-    hold credentials); the server is real."""
-    verbs: list[str] = []
+    hold credentials), also when several go out in one write; the server is real."""
+    verbs = Sent()
     original = imaplib.IMAP4.send
 
     def send(self: imaplib.IMAP4, data: bytes) -> None:
-        words = bytes(data).split()
-        if len(words) > 1 and words[0].isalnum() and words[1].isalpha():
-            verbs.append(words[1].decode())
+        group = []
+        for line in bytes(data).split(b"\r\n"):
+            words = line.split()
+            if len(words) > 1 and words[0].isalnum() and words[1].isalpha():
+                group.append(words[1].decode())
+        verbs.extend(group)
+        if group:
+            verbs.writes.append(group)
         original(self, data)
 
     monkeypatch.setattr(imaplib.IMAP4, "send", send)
@@ -161,3 +178,39 @@ def test_the_daemon_spends_no_search_on_explaining_an_empty_rule(
         state.close()
     assert any("Trash: 3 candidates, all flagged" in n for n in plan.notes), plan.notes
     assert sent.count("UID") > daemon_searches
+
+
+def test_a_check_reads_quota_and_folders_in_one_round_trip(
+    tmp_path: Path, user: Any, sent: Sent
+) -> None:
+    """GETQUOTAROOT and LIST-STATUS go out in one write; the answers are the same as read one
+    command at a time (folders first, which never pipelines)."""
+    user.dovecot.deliver_bulk(user.name, "Trash", [(b"Subject: x\r\n\r\nbody\r\n", NOW, "S")] * 3)
+    acct = imap_account(user.dovecot, user.name, user.name, user.password, tmp_path)
+    (account,) = all_accounts(load_config(write_config(tmp_path, [acct])), str(tmp_path))
+    report = check_account(account, SecretCache())
+    assert report.ok and report.snapshot is not None, report.error
+    assert sent.writes == [["AUTHENTICATE"], ["GETQUOTAROOT", "LIST"], ["LOGOUT"]]
+    sent.clear()
+    with ImapSession.connect(account, SecretStr(user.password)) as session:
+        folders = session.folders()
+        quota, _notes = session.quota()
+    assert sent.writes == [["AUTHENTICATE"], ["LIST"], ["GETQUOTAROOT"], ["LOGOUT"]]
+    assert report.snapshot.quota == quota
+    assert set(report.snapshot.folders) == set(folders)
+    assert next(f for f in folders if f.name == "Trash").messages == 3
+
+
+def test_a_later_quota_read_is_alone_and_a_change_drops_the_kept_folders(
+    tmp_path: Path, user: Any, sent: Sent
+) -> None:
+    """Only a session's first quota read brings the folders along; a writable SELECT between it
+    and folders() makes folders() ask again (the kept answer may be stale by then)."""
+    with session_for(tmp_path, user) as session:
+        session.quota()
+        session._select("INBOX", readonly=False)
+        session.folders()
+        session.quota()
+    assert [w for w in sent.writes if w[0] not in ("ENABLE", "SELECT")] == [
+        ["AUTHENTICATE"], ["GETQUOTAROOT", "LIST"], ["LIST"], ["GETQUOTAROOT"], ["LOGOUT"]
+    ]  # fmt: skip

@@ -22,7 +22,7 @@ from quotawatch.mail.imap.errors import login_errors, translate_errors
 from quotawatch.mail.imap.errors import text as _text
 from quotawatch.mail.imap.gmail import GmailOps
 from quotawatch.mail.imap.profiles import exchange_special_use
-from quotawatch.mail.imap.syntax import chunks, quote_mailbox
+from quotawatch.mail.imap.syntax import chunks
 from quotawatch.mail.limits import Guard
 from quotawatch.mail.oauth2.sasl import MECHANISMS, Responder
 from quotawatch.mail.tls import tls_context
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 GMAIL_QUOTA_NOTE = (
     "Gmail: the quota is the whole Google storage of the account (Gmail, Drive, Photos)"
 )
+GETQUOTAROOT = b'GETQUOTAROOT "INBOX"'
+LIST_STATUS = b'LIST "" "*" RETURN (SPECIAL-USE STATUS (MESSAGES SIZE))'
 
 
 class ImapSession(GmailOps):
@@ -52,6 +54,9 @@ class ImapSession(GmailOps):
         self.profile: str | None = None
         self.configured_quota: int | None = None
         self._folders_memo: tuple[FolderInfo, ...] | None = None
+        #: a LIST-STATUS answer read along with the first GETQUOTAROOT, for folders() next
+        self._listed: tuple[str, str, dict[bytes, list[Any]]] | None = None
+        self._first_quota = False
         imap = client._imap
         if imap.state == "NONAUTH" and (
             not client._starttls_done or getattr(imap, "read_after_starttls", False)
@@ -97,6 +102,7 @@ class ImapSession(GmailOps):
             with login_errors(name):
                 session._login(account, password)
             session._refresh_capabilities()
+            session._first_quota = True
             return session
         except BaseException:
             with contextlib.suppress(Exception):
@@ -149,9 +155,17 @@ class ImapSession(GmailOps):
         self.client.sasl_login(mech, responder)  # a refusal: LoginRefused, from login_errors
 
     def _refresh_capabilities(self) -> None:
-        self.client._cached_capabilities = None
+        """The list the login answer carried (Dovecot's tagged OK has one), else CAPABILITY."""
+        client, imap = self.client, self.client._imap
+        listed = imap.untagged_responses.get("CAPABILITY") if imap.state != "NONAUTH" else None
+        if listed and isinstance(listed[0], bytes) and listed[0].strip():
+            del imap.untagged_responses["CAPABILITY"]
+            client._cached_capabilities = words = tuple(listed[0].upper().split())  # imapclient's
+            self._caps = frozenset(w.decode("ascii", "replace") for w in words)
+            return
+        client._cached_capabilities = None
         with translate_errors(self.account, "CAPABILITY"):
-            self._caps = frozenset(_text(c).upper() for c in self.client.capabilities())
+            self._caps = frozenset(_text(c).upper() for c in client.capabilities())
 
     def capabilities(self) -> frozenset[str]:
         return self._caps
@@ -176,10 +190,13 @@ class ImapSession(GmailOps):
             if self.configured_quota is not None:
                 return self._configured_quota()
             return (), ("server lacks QUOTA; no quota can be read",)
-        with translate_errors(self.account, "GETQUOTAROOT"):
-            got = self._run(
-                "getquotaroot", b"GETQUOTAROOT " + quote_mailbox("INBOX"), b"QUOTAROOT", b"QUOTA"
-            )
+        pipelined = self._first_quota and self._has_list_status()
+        self._first_quota = False
+        with translate_errors(self.account, "GETQUOTAROOT, LIST" if pipelined else "GETQUOTAROOT"):
+            if pipelined:
+                got = self._quota_and_list()
+            else:
+                got = self._run("getquotaroot", GETQUOTAROOT, b"QUOTAROOT", b"QUOTA")
         raw = [r for r in got[b"QUOTA"] if r]
         quotas = imap_wire.parse_quota(raw)
         if quotas is None:  # anything unusual: imapclient's general parser, response by response
@@ -201,6 +218,21 @@ class ImapSession(GmailOps):
             notes += (GMAIL_QUOTA_NOTE,)
         return tuple(resources), notes
 
+    def _quota_and_list(self) -> dict[bytes, list[Any]]:
+        """A session's first quota read is a check's, which reads the folders next: GETQUOTAROOT
+        and LIST-STATUS go out in one write (one round trip less); the LIST-STATUS answer is
+        kept for :meth:`folders` (an error in it is raised there, as without pipelining)."""
+        done, got = imap_wire.pipeline(
+            self.client._imap,
+            (GETQUOTAROOT, LIST_STATUS),
+            (b"QUOTAROOT", b"QUOTA", b"LIST", b"STATUS"),
+        )
+        (typ, text), (list_typ, list_text) = done
+        self._listed = (list_typ, list_text, got)
+        if typ != "OK":
+            self.client._checkok("getquotaroot", typ, [text])
+        return got
+
     def _configured_quota(self) -> tuple[tuple[QuotaResource, ...], tuple[str, ...]]:
         """The account's ``quota:`` as the limit, the summed folder sizes as usage (kept for the
         next :meth:`folders` call, so a check reads them once)."""
@@ -216,11 +248,12 @@ class ImapSession(GmailOps):
     # ------------------------------------------------------------------ folders
     def folders(self) -> tuple[FolderInfo, ...]:
         """Every selectable folder with message count and size, using the fewest round trips."""
+        self._first_quota = False
         if self._folders_memo is not None:
             memo, self._folders_memo = self._folders_memo, None
             return memo
         with translate_errors(self.account, "folder sizes"):
-            if "LIST-STATUS" in self._caps and "STATUS=SIZE" in self._caps:
+            if self._has_list_status():
                 return self._folders_list_status()
             listed = self._list()
             result = []
@@ -231,6 +264,9 @@ class ImapSession(GmailOps):
                 else:
                     result.append(self._folder_by_fetch(name, special))
             return tuple(result)
+
+    def _has_list_status(self) -> bool:
+        return "LIST-STATUS" in self._caps and "STATUS=SIZE" in self._caps
 
     def _list(self) -> list[tuple[str, str | None]]:
         """(name, special-use flag) of every selectable folder."""
@@ -243,12 +279,12 @@ class ImapSession(GmailOps):
         return out
 
     def _folders_list_status(self) -> tuple[FolderInfo, ...]:
-        got = self._run(
-            "list",
-            b'LIST "" "*" RETURN (SPECIAL-USE STATUS (MESSAGES SIZE))',
-            b"LIST",
-            b"STATUS",
-        )
+        if self._listed is not None:
+            (typ, text, got), self._listed = self._listed, None
+            if typ != "OK":
+                self.client._checkok("list", typ, [text])
+        else:
+            got = self._run("list", LIST_STATUS, b"LIST", b"STATUS")
         lists, statuses = got[b"LIST"], got[b"STATUS"]
         sizes: dict[str, tuple[int, int]] = {}
         fast = imap_wire.parse_status(statuses)
@@ -299,8 +335,9 @@ class ImapSession(GmailOps):
         return flag
 
     def _select(self, folder: str, *, readonly: bool, fresh: bool = True) -> tuple[int, int]:
+        self._first_quota = False
         if not readonly:  # a change may follow: folder sizes read for the quota are stale
-            self._folders_memo = None
+            self._folders_memo = self._listed = None
         return super()._select(folder, readonly=readonly, fresh=fresh)
 
     def commit(self) -> None:
