@@ -22,9 +22,12 @@ VIRTUAL_NAMES = frozenset(
 )
 
 
+_SPECIAL_USE_BY_LOWER = {f.lower(): f for f in SPECIAL_USE_FLAGS}
+
+
 def special_use(flag: str) -> str | None:
     """The canonical spelling of a special-use flag (any case), or None if it is not one."""
-    return next((f for f in SPECIAL_USE_FLAGS if f.lower() == flag.lower()), None)
+    return _SPECIAL_USE_BY_LOWER.get(flag.lower())
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,12 +49,15 @@ class Backoff:
     fingerprint: str
 
     @staticmethod
-    def load(state: State, account: str, current: str) -> Backoff | None:
-        """The stored backoff, or None when there is none or the account has changed since."""
+    def load(state: State, account: str, current: str | Callable[[], str]) -> Backoff | None:
+        """The stored backoff, or None when there is none or the account has changed since.
+        ``current`` may be a function computing the fingerprint, called only if one is stored."""
         raw = state.get(f"backoff:{account}")
         if not raw:
             return None
         data = json.loads(raw)
+        if callable(current):
+            current = current()
         if not data or data.get("fingerprint") != current:
             return None
         until = datetime.fromtimestamp(data["until"], UTC)

@@ -223,7 +223,7 @@ class Daemon:
         if account is None:
             return None
         now = self.clock()
-        backoff = Backoff.load(self.state, name, fingerprint(account))
+        backoff = Backoff.load(self.state, name, lambda: fingerprint(account))
         if backoff is not None and now < backoff.until:
             log.info("account=%s skipped: backing off after %d %s failures until %s",
                      name, backoff.failures, backoff.reason, backoff.until.isoformat())  # fmt: skip
@@ -297,7 +297,7 @@ class Daemon:
                         name, report.reason, failures, until.isoformat())  # fmt: skip
         elif backoff is not None:
             Backoff.clear(self.state, name)
-        if report.snapshot is not None:
+        if report.snapshot is not None and log.isEnabledFor(logging.INFO):
             ratio = report.snapshot.usage_ratio
             plan = "" if result.plan is None else f", plan frees {result.plan.pending_bytes} bytes"
             log.info("account=%s checked in %.2fs: usage %s, %d folders%s", name,

@@ -107,7 +107,7 @@ def report_data(
 
 
 def _save(state: State, report: AccountReport, now: datetime, **extra: Any) -> None:
-    previous = state.last_report(report.name)
+    previous = None if report.ok else state.last_report(report.name)  # only a failure keeps any
     data = report_data(report, now, previous[2] if previous else None, **extra)
     usage = None
     fullest = report.snapshot.fullest() if report.snapshot else None
