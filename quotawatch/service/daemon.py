@@ -35,7 +35,7 @@ from quotawatch.service.pacing import adaptive, delay_after
 from quotawatch.service.stop import SessionRegistry
 from quotawatch.state import State
 from quotawatch.units import format_percent
-from quotawatch.warnings.notify import WarnHook, make_warn_hook
+from quotawatch.warnings import WarnHook, warn_hook
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class Daemon:
     ) -> None:
         self.config_path = config_path
         self.clock = clock
-        self.warn_factory = warn_factory or make_warn_hook
+        self.warn_factory = warn_factory or warn_hook
         self.counters = Counters()
         self.histogram = Histogram()
         self.sessions = SessionRegistry()

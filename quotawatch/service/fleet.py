@@ -22,7 +22,7 @@ from quotawatch.service.directory import DoveadmFactory, open_doveadm
 from quotawatch.service.jobs import JobResult, _finish, _save, check_account, report_data
 from quotawatch.service.pool import per_account
 from quotawatch.state import State
-from quotawatch.warnings.notify import WarnHook
+from quotawatch.warnings import WarnHook
 
 log = logging.getLogger(__name__)
 

@@ -6,11 +6,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-
-from prometheus_client.metrics_core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
+from typing import TYPE_CHECKING
 
 from quotawatch.service.directory import SourceStatus
 from quotawatch.state import FleetSummary
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
 
 #: upper bounds of the usage bands of ``quotawatch_fleet_usage_ratio`` (fixed, so series stay few)
 BANDS = (0.5, 0.8, 0.9, 0.95, 1.0)
@@ -71,6 +73,8 @@ def fleet_families(
     info: RuntimeInfo,
 ) -> Iterator[Metric]:
     """The fleet families from ``State.fleet_summary`` and the runtime info."""
+    from prometheus_client.metrics_core import GaugeHistogramMetricFamily, GaugeMetricFamily
+
     fams = {name: GaugeMetricFamily(name, doc, labels=list(labels))
             for name, (doc, labels) in FLEET_GAUGES.items()}  # fmt: skip
     buckets = [(str(b), float(n)) for b, n in zip(BANDS, summary.at_or_below, strict=True)]

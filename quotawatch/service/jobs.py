@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quotawatch.config import Account, Config, Rule
 from quotawatch.config.secrets import SecretCache
@@ -19,17 +19,16 @@ from quotawatch.mail.oauth2.renew import open_account
 from quotawatch.mail.session import MailboxSession, SessionFactory
 from quotawatch.mail.snapshot import snapshot
 from quotawatch.model import AccountReport, Clock, Snapshot, utcnow
-from quotawatch.retention.audit import AuditLog
-from quotawatch.retention.executor import execute
-from quotawatch.retention.journal import Journal
-from quotawatch.retention.planner import Plan, failed_plan
-from quotawatch.retention.reconcile import reconcile
-from quotawatch.retention.results import CleanupResult, after_cleanup
-from quotawatch.retention.rules import plan_account
 from quotawatch.service.lock import MailboxLock
 from quotawatch.service.pool import per_account
 from quotawatch.state import State
-from quotawatch.warnings.notify import WarnHook
+from quotawatch.warnings import WarnHook
+
+if TYPE_CHECKING:  # imported where used: a check (the CLI's, or without rules) needs none
+    from quotawatch.retention.audit import AuditLog
+    from quotawatch.retention.journal import Journal
+    from quotawatch.retention.planner import Plan
+    from quotawatch.retention.results import CleanupResult
 
 Progress = Callable[[str], None]
 
@@ -125,6 +124,9 @@ def _plan(
     now: datetime,
     explain: bool,
 ) -> Plan:
+    from quotawatch.retention.planner import failed_plan
+    from quotawatch.retention.rules import plan_account
+
     try:
         return plan_account(session, account, rules, snap, state, now, explain=explain)
     except Exception as exc:  # noqa: BLE001 - recorded as the plan's error, never raised
@@ -145,6 +147,9 @@ def _execute(
     progress: Progress | None,
 ) -> CleanupResult | None:
     """Settle what an interrupted earlier run left open, then carry out the plan (if it may run)."""
+    from quotawatch.retention.executor import execute
+    from quotawatch.retention.reconcile import reconcile
+    from quotawatch.retention.results import CleanupResult
 
     def to_log(message: str) -> None:
         log.info("cleanup account=%s %s", account.name, message)
@@ -258,6 +263,10 @@ def _run_account(
             if plan and rules:
                 the_plan = _plan(session, account, rules, snap, state, now, explain)
             if cleanup and the_plan is not None:
+                from quotawatch.retention.audit import AuditLog
+                from quotawatch.retention.journal import Journal
+                from quotawatch.retention.results import after_cleanup
+
                 journal = Journal(audit or AuditLog(state.dir / "audit.jsonl"))
                 result = _execute(session, the_plan, account, rules, journal, now, progress)
                 report = replace(report, snapshot=after_cleanup(snap, result))
@@ -340,6 +349,9 @@ def cleanup_account(
     """``plan`` / ``cleanup --apply`` of one account: the pipeline, as (plan, cleanup result).
 
     A plan that may not run (a safety cap) is reported as a refused cleanup when applying."""
+    from quotawatch.retention.planner import Plan, failed_plan
+    from quotawatch.retention.results import CleanupResult
+
     job = run_account(
         account, config, state, secrets, cleanup=apply, now=now, factory=factory,
         progress=progress, audit=audit, explain=True,

@@ -7,18 +7,14 @@ import platform
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
-
-from prometheus_client.metrics_core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from typing import TYPE_CHECKING, Any
 
 from quotawatch import __version__
 from quotawatch.service.fleet_metrics import BANDS, FLEET_NAMES, RuntimeInfo, fleet_families
 from quotawatch.state import ROW_COLUMNS, State
+
+if TYPE_CHECKING:  # prometheus_client is imported by the first scrape: `run --once` starts faster
+    from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 #: error reasons pre-created in the fleet-wide ``quotawatch_errors_total`` (see errors.py)
 REASONS = (
@@ -177,6 +173,8 @@ class Counters:
 
     def collect(self, accounts: frozenset[str] | None = None) -> Iterator[Metric]:
         """Every series, or (``accounts``) only those of these accounts and the fleet's."""
+        from prometheus_client.metrics_core import CounterMetricFamily
+
         with self._lock:
             snapshot = {name: dict(series) for name, series in self._values.items()}
         for name, (doc, labelnames) in COUNTERS.items():
@@ -204,6 +202,8 @@ class Histogram:
             self._sum += seconds
 
     def collect(self) -> Metric:
+        from prometheus_client.metrics_core import HistogramMetricFamily
+
         with self._lock:
             counts, total = list(self._counts), self._sum
         cumulative, running = [], 0
@@ -284,6 +284,8 @@ class StateCollector:
     def collect(self) -> Iterator[Metric]:
         """Per-account series of the accounts ``level`` selects (compact rows, read by SQL),
         then the fleet series; the work grows with the series exported."""
+        from prometheus_client.metrics_core import GaugeMetricFamily
+
         with self._lock:
             accounts, top, cleanup = self._accounts, self._top_folders, self._cleanup
             level = self._level

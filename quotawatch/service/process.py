@@ -8,11 +8,8 @@ import signal
 import time
 from collections.abc import Mapping
 
-from prometheus_client.registry import CollectorRegistry
-
 from quotawatch.errors import QuotawatchError
 from quotawatch.service.daemon import Daemon
-from quotawatch.service.http import MetricsServer
 from quotawatch.service.sdnotify import Notifier, Watchdog, watchdog_interval
 
 log = logging.getLogger(__name__)
@@ -37,6 +34,10 @@ def serve(config_path: str, *, once: bool = False, environ: Mapping[str, str] | 
                 logging.getLogger(name).setLevel(logging.WARNING)
         if once:
             return _serve_once(daemon)
+        from prometheus_client.registry import CollectorRegistry  # not needed by --once
+
+        from quotawatch.service.http import MetricsServer
+
         registry = CollectorRegistry(auto_describe=False)
         registry.register(daemon.collector)
         server = MetricsServer(daemon.runtime.config.metrics, registry, daemon.healthy)

@@ -15,6 +15,7 @@ from quotawatch.errors import MailError
 from quotawatch.model import AccountReport, Snapshot
 from quotawatch.state import State
 from quotawatch.text import clean
+from quotawatch.warnings import WarnHook
 from quotawatch.warnings.decision import Decision, Usage, WarningState, decide, failed
 from quotawatch.warnings.digest import send_digest_if_due
 from quotawatch.warnings.forecast import WINDOW, days_until_full
@@ -26,20 +27,6 @@ if TYPE_CHECKING:
     from quotawatch.retention.results import CleanupResult
 
 log = logging.getLogger(__name__)
-
-
-class WarnHook(Protocol):
-    """Called after every job with the account, its report, its plan (or None), the job's ``now``
-    and what the job's cleanup freed (so a warning mail shows the usage after it)."""
-
-    def __call__(
-        self,
-        account: Account,
-        report: AccountReport,
-        plan: Plan | None,
-        now: datetime,
-        cleanup: CleanupResult | None = None,
-    ) -> None: ...
 
 
 SENT = "quotawatch_warnings_sent_total"
