@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import imaplib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -151,6 +152,18 @@ def test_authenticate_plain_sends_the_response_with_the_command(
     with session_for(tmp_path, user):
         pass
     assert shapes[:2] == [("AUTHENTICATE", 4), ("LOGOUT", 2)]
+
+
+def test_the_login_line_stays_out_of_imaplibs_memory_of_recent_commands(
+    tmp_path: Path, user: Any
+) -> None:
+    """imaplib keeps the last commands it sent (a repr of each line) for debugging; the
+    AUTHENTICATE PLAIN line holds the password (base64), so it goes through the lean reader."""
+    with session_for(tmp_path, user) as session:
+        assert "QUOTA" in session.capabilities()  # taken from the login answer, as before
+        kept = repr(getattr(session.client._imap, "_cmd_log", {}))
+    token = base64.b64encode(f"\0{user.name}\0{user.password}".encode()).decode()
+    assert token not in kept and user.password not in kept
 
 
 def test_the_daemon_spends_no_search_on_explaining_an_empty_rule(

@@ -19,6 +19,7 @@ from quotawatch.mail.imap.wire import (
     parse_list,
     parse_quota,
     parse_status,
+    response_code,
 )
 
 META = [b"RFC822.SIZE", b"INTERNALDATE", b"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]
@@ -179,3 +180,12 @@ def test_uid_ranges() -> None:
     assert uid_ranges([]) == ""
     assert uid_ranges([9, 1, 2, 3, 3, 7, 10]) == "1:3,7,9:10"
     assert uid_ranges([5]) == "5"
+
+
+def test_response_code_of_a_tagged_answer() -> None:
+    caps = "[CAPABILITY IMAP4rev1 SASL-IR QUOTA] Logged in"
+    assert response_code(caps, b"CAPABILITY") == [b"IMAP4rev1 SASL-IR QUOTA"]
+    assert response_code("[capability IMAP4rev1] ok", b"CAPABILITY") == [b"IMAP4rev1"]
+    assert response_code("Logged in", b"CAPABILITY") == []
+    assert response_code("[CAPABILITYX a] no", b"CAPABILITY") == []
+    assert response_code("[CAPABILITY unterminated", b"CAPABILITY") == []

@@ -105,6 +105,10 @@ class _Bounded:
             drop(self.sock)
             raise
 
+    def _log(self, line: str) -> None:
+        """imaplib keeps a repr of its last commands for debugging, LOGIN's password included:
+        quotawatch keeps none."""
+
     def _get_line(self) -> bytes:
         """imaplib's, without its copy of the last lines (a repr of up to MAX_LINE bytes each)."""
         line = self.readline()

@@ -134,14 +134,18 @@ class ImapSession(GmailOps):
 
     def _plain_initial_response(self, authzid: str, username: str, secret: str) -> None:
         """``AUTHENTICATE PLAIN <response>`` in one round trip (SASL-IR, RFC 4959), which
-        imaplib's authenticate() cannot send; the tagged answer's capabilities are kept as
-        there."""
-        token = base64.b64encode(f"{authzid}\0{username}\0{secret}".encode()).decode("ascii")
+        imaplib's authenticate() cannot send, through the lean reader (so the line also stays
+        out of imaplib's in-memory log of recent commands); the capabilities the answer carries
+        (an untagged CAPABILITY or the tagged OK's code) are kept for _refresh_capabilities."""
+        token = base64.b64encode(f"{authzid}\0{username}\0{secret}".encode())
         imap = self.client._imap
-        typ, data = imap._simple_command("AUTHENTICATE", "PLAIN", token)
+        typ, text, got = imap_wire.command(imap, b"AUTHENTICATE PLAIN " + token, (b"CAPABILITY",))
         if typ != "OK":
-            raise imapclient.exceptions.LoginError(_text(data[-1] if data else typ))
+            raise imapclient.exceptions.LoginError(text)
         imap.state = "AUTH"
+        listed = got[b"CAPABILITY"] or imap_wire.response_code(text, b"CAPABILITY")
+        if listed:
+            imap.untagged_responses["CAPABILITY"] = listed[-1:]
 
     def _oauth2_login(self, account: Account, token: SecretStr) -> None:
         """AUTHENTICATE XOAUTH2 / OAUTHBEARER (an access token is too long for LOGIN's line)."""
@@ -171,9 +175,12 @@ class ImapSession(GmailOps):
         return self._caps
 
     def close(self) -> None:
-        """LOGOUT (never CLOSE, which would expunge); errors are ignored."""
+        """LOGOUT (never CLOSE, which would expunge) through the lean reader; errors are ignored."""
+        imap = self.client._imap
         with contextlib.suppress(Exception):
-            self.client.logout()
+            if imap.state != "LOGOUT":
+                imap.state = "LOGOUT"
+                imap_wire.command(imap, b"LOGOUT", (b"BYE",))
         with contextlib.suppress(Exception):
             self.client.shutdown()
 

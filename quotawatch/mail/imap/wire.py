@@ -117,6 +117,16 @@ def _read(
             items.append(data)
 
 
+def response_code(text: str, name: bytes) -> list[bytes]:
+    """The data of a tagged answer's response code ``[NAME data]`` (e.g. the CAPABILITY list
+    of a login's OK), as a one-item list like an untagged response's; [] without that code."""
+    raw = text.encode("utf-8", "replace")
+    if raw[:1] != b"[" or not raw[1:].upper().startswith(name + b" "):
+        return []
+    end = raw.find(b"]")
+    return [raw[len(name) + 2 : end]] if end > 0 else []
+
+
 # ---------------------------------------------------------------------------------- parsing
 def internaldate(raw: bytes) -> datetime | None:
     """``"17-Jul-1996 02:44:25 -0700"`` (quotes removed) as an aware UTC datetime; None if invalid."""
