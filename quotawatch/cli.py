@@ -49,8 +49,8 @@ def need_state_dir(config: Config, path: str) -> None:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    """Every problem knowable without a server, at once (doveadm sources are not read)."""
-    from quotawatch.service.directory import doveadm_key_problems
+    """Every problem knowable without a server, at once (doveadm and ldap sources are not read)."""
+    from quotawatch.service.directory import doveadm_key_problems, ldap_problems
 
     path = args.file or config_path(args)
     config = load_config(path)
@@ -63,6 +63,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     secrets = SecretCache()
     problems += account_secret_problems(config, accounts, secrets)
     problems += doveadm_key_problems(config, secrets)
+    problems += ldap_problems(config, secrets)
     problems += file_problems(config)
     if problems:
         raise ConfigError(path, problems)

@@ -3,7 +3,10 @@
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${QW_VENV:-$REPO/.venv}"
-APT_PACKAGES=(dovecot-imapd dovecot-pop3d dovecot-core prometheus imapfilter openssl systemd python3-venv)
+# libldap2-dev, libsasl2-dev: python-ldap (the ldap extra) builds from source; slapd, ldap-utils:
+# the sandbox directory of the LDAP account-source tests
+APT_PACKAGES=(dovecot-imapd dovecot-pop3d dovecot-core prometheus imapfilter openssl systemd python3-venv
+              libldap2-dev libsasl2-dev slapd ldap-utils)
 
 _as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -15,7 +18,7 @@ install_system_packages() {
     if [ ${#missing[@]} -gt 0 ]; then
         echo "setup: installing Debian packages: ${missing[*]}" >&2
         _as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-        # policy-rc.d keeps the packaged system Dovecot from starting; the sandbox runs its own
+        # policy-rc.d keeps the packaged system Dovecot and slapd from starting; the sandbox runs its own
         _as_root sh -c 'test -e /usr/sbin/policy-rc.d || { printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; touch /tmp/.qw-policy-rc; }'
         _as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
         _as_root sh -c 'test -e /tmp/.qw-policy-rc && rm -f /usr/sbin/policy-rc.d /tmp/.qw-policy-rc || true'

@@ -181,7 +181,8 @@ def load_config(path: str | Path) -> Config:
 #: keys holding a file or folder name, wherever they appear
 PATH_KEYS = frozenset(
     {"state_dir", "password_file", "ca_file", "client_state_file", "usernames_file",
-     "tls_cert_file", "tls_key_file", "basic_auth_password_file", "archive_dir"}
+     "tls_cert_file", "tls_key_file", "basic_auth_password_file", "archive_dir",
+     "bind_password_file"}
 )  # fmt: skip
 
 

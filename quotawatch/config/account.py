@@ -17,6 +17,7 @@ from pydantic import (
 
 from quotawatch.config.base import DEFAULT_PORTS, Strict, TlsMode, _check_email, check_tls_mode
 from quotawatch.config.fleet import DoveadmAccess
+from quotawatch.config.ldap import LdapSource
 from quotawatch.config.oauth2 import OAuth2
 from quotawatch.config.profiles import EXCHANGE, Profile, fill_defaults
 from quotawatch.units import ByteSize, Duration, Percent
@@ -294,10 +295,23 @@ class Account(AccountFields):
     )
 
 
+def _check_template_email(value: str | None) -> str | None:
+    """An address, or one with the ``{email}`` placeholder (checked once it is filled in)."""
+    return value if value is not None and "{email}" in value else _check_email(value)
+
+
 class AccountTemplate(AccountFields):
-    """An account with ``{user}`` placeholders, expanded for each listed username."""
+    """An account with ``{user}`` (and, from LDAP, ``{email}``) placeholders, expanded per user."""
 
     name: str = Field("{user}", description="Account name pattern.", examples=["{user}"])
+
+    _check_email = field_validator("email", "warning_email")(
+        lambda cls, v: _check_template_email(v)
+    )
+
+    def uses(self, placeholder: str) -> bool:
+        """Whether any key of the template holds ``placeholder`` (like ``{email}``)."""
+        return placeholder in self.model_dump_json(exclude_unset=True)
 
 
 class AccountSource(Strict):
@@ -317,6 +331,10 @@ class AccountSource(Strict):
         None,
         description="The user list from Dovecot: doveadm user over the HTTP API or locally.",
     )
+    ldap: LdapSource | None = Field(
+        None,
+        description="The user list from an LDAP directory: a paged search over TLS.",
+    )
     refresh: Duration = Field(
         timedelta(hours=1),
         description="Re-read the user list this often (and on SIGHUP); a failed read keeps the "
@@ -327,8 +345,13 @@ class AccountSource(Strict):
 
     @model_validator(mode="after")
     def _one_kind(self) -> AccountSource:
-        if (self.usernames_file is None) == (self.doveadm is None):
-            raise ValueError("set exactly one of usernames_file or doveadm")
+        kinds = [self.usernames_file, self.doveadm, self.ldap]
+        if sum(k is not None for k in kinds) != 1:
+            raise ValueError("set exactly one of usernames_file, doveadm or ldap")
+        if self.template.uses("{email}") and (self.ldap is None or not self.ldap.email_attribute):
+            raise ValueError(
+                "the template uses {email}, which only an ldap source with email_attribute fills"
+            )
         if self.name is not None and not _NAME_RE.match(self.name):
             raise ValueError(
                 f"source name {self.name!r} may contain only letters, digits, _ . @ + -"
@@ -345,3 +368,8 @@ class AccountSource(Strict):
 
     def label(self, index: int) -> str:
         return self.name or f"sources[{index}]"
+
+    @property
+    def kind(self) -> str:
+        """usernames_file, doveadm or ldap."""
+        return "doveadm" if self.doveadm else "ldap" if self.ldap else "usernames_file"

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import SecretStr, ValidationError
 
 from quotawatch.config import Account, AccountSource, Config
+from quotawatch.config.base import _check_email
 from quotawatch.config.secrets import SecretCache
 from quotawatch.errors import ConfigError, SecretError
 
@@ -25,13 +27,28 @@ def _read_usernames(path: Path) -> list[str]:
     return names
 
 
-def _expand(value: Any, user: str) -> Any:
+_PLACEHOLDER = re.compile(r"\{(user|email)\}")
+
+
+class Listed(NamedTuple):
+    """One user a source lists: the username ({user}) and, from LDAP, the address ({email})."""
+
+    user: str
+    email: str | None = None
+
+
+def usable_username(user: str) -> bool:
+    """Whether ``user`` can stand for {user}: not empty, no blanks, quotes, braces or controls."""
+    return bool(user) and not any(c in ' "{}' or ord(c) < 0x20 or c == "\x7f" for c in user)
+
+
+def _expand(value: Any, values: Mapping[str, str]) -> Any:
     if isinstance(value, str):
-        return value.replace("{user}", user)
+        return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), value)
     if isinstance(value, list):
-        return [_expand(v, user) for v in value]
+        return [_expand(v, values) for v in value]
     if isinstance(value, dict):
-        return {k: _expand(v, user) for k, v in value.items()}
+        return {k: _expand(v, values) for k, v in value.items()}
     return value
 
 
@@ -56,46 +73,106 @@ def read_usernames(
         ) from None
 
 
+class _Skipped:
+    """Warns about the first few users a source skips, then counts the rest (no log floods)."""
+
+    SHOWN = 5
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.count = 0
+
+    def __call__(self, user: str, why: str) -> None:
+        self.count += 1
+        if self.count <= self.SHOWN:
+            log.warning("%s: skipping user %r: %s", self.where, user, why)
+
+    def close(self) -> None:
+        if self.count > self.SHOWN:
+            log.warning("%s: skipped %d more users", self.where, self.count - self.SHOWN)
+
+
+def _template(source: AccountSource) -> dict[str, Any]:
+    template = source.template.model_dump(exclude_unset=True, by_alias=True)
+    template.setdefault("name", "{user}")
+    if source.doveadm is not None and "doveadm" not in template:
+        template["doveadm"] = source.doveadm.model_dump(exclude_unset=True)
+    if source.ldap is not None and source.ldap.email_attribute:
+        template.setdefault("email", "{email}")
+    return template
+
+
+def _fill(template: dict[str, Any], entry: Listed, skip: _Skipped) -> dict[str, Any] | None:
+    """The template filled in for one listed user; None (and a warning) when it cannot be."""
+    email = entry.email
+    if email is not None:
+        try:
+            _check_email(email)
+        except ValueError:
+            log.warning("%s: user %r: %r is not an email address; ignored",
+                        skip.where, entry.user, email)  # fmt: skip
+            email = None
+    values = {"user": entry.user} | ({"email": email} if email is not None else {})
+    if email is None:
+        rest = {k: v for k, v in template.items() if k != "email"}
+        if "{email}" in repr(rest):
+            skip(entry.user, "no email address, which the template needs")
+            return None
+        if "{email}" in str(template.get("email", "")):
+            template = rest
+    return {k: _expand(v, values) for k, v in template.items()}
+
+
 def expand_source(
     source: AccountSource,
     where: str,
     base: Path | None = None,
-    users: Sequence[str] | None = None,
+    users: Sequence[str | Listed] | None = None,
 ) -> list[Account]:
     """One Account per username (``users``, else the source's file); problems raise ConfigError.
 
-    A doveadm source needs ``users`` (fetched by the service); a name there that cannot be a
-    username is skipped with a warning rather than failing the whole list.
+    A doveadm or ldap source needs ``users`` (read by the service). A user listed there that
+    cannot be a username, or whose account does not validate (an odd name, a missing address
+    the template needs), is skipped with a warning rather than failing the whole list; in a
+    usernames_file both are errors naming the line or the template key.
     """
     from_server = users is not None
     if users is None:
         if source.usernames_file is None:
             return []
         users = read_usernames(source, base, where)
-    path = f"{where}.doveadm"
+    path = f"{where}.{source.kind}"
     if source.usernames_file is not None:
         file = source.usernames_file
         path = str(base / file if base is not None and not file.is_absolute() else file)
-    template = source.template.model_dump(exclude_unset=True, by_alias=True)
-    template.setdefault("name", "{user}")
-    if source.doveadm is not None and "doveadm" not in template:
-        template["doveadm"] = source.doveadm.model_dump(exclude_unset=True)
+    template = _template(source)
     accounts = []
     problems: list[tuple[str, str]] = []
-    for lineno, user in enumerate(users, 1):
-        if any(c in user for c in ' \t\r\n"{}') or not user:
+    skip = _Skipped(where)
+    for lineno, item in enumerate(users, 1):
+        entry = Listed(item) if isinstance(item, str) else item
+        user = entry.user
+        if not usable_username(user):
             if from_server:
-                log.warning("%s: skipping user %r: not usable as a username", where, user)
+                skip(user, "not usable as a username")
                 continue
             problems.append(
                 (f"{where}.usernames_file", f"line {lineno}: invalid username {user!r}")
             )
             continue
-        data = {k: _expand(v, user) for k, v in template.items()}
+        data = _fill(template, entry, skip)
+        if data is None:
+            continue
         try:
             accounts.append(Account.model_validate(data))
         except ValidationError as exc:
-            for err in exc.errors(include_url=False, include_input=False):
+            errors = exc.errors(include_url=False, include_input=False)
+            if from_server:
+                err = errors[0]
+                loc = ".".join(str(p) for p in err["loc"])
+                skip(user, f"{loc or 'template'}: {err['msg'].removeprefix('Value error, ')}")
+                continue
+            for err in errors:
                 loc = ".".join(str(p) for p in err["loc"])
                 problems.append(
                     (
@@ -103,6 +180,7 @@ def expand_source(
                         f"for user {user!r}: {err['msg'].removeprefix('Value error, ')}",
                     )
                 )
+    skip.close()
     if problems:
         raise ConfigError(path, problems)
     return accounts
@@ -116,12 +194,12 @@ def config_base(config_path: str) -> Path | None:
 def all_accounts(
     config: Config,
     config_path: str = "<config>",
-    users: Mapping[int, Sequence[str]] | None = None,
+    users: Mapping[int, Sequence[str | Listed]] | None = None,
 ) -> list[Account]:
     """Explicit accounts first, then every account source, with duplicate names refused.
 
-    ``users`` gives the usernames of sources by index (the doveadm sources, fetched by the
-    service, or a kept list); a doveadm source without an entry contributes no accounts.
+    ``users`` gives the users of sources by index (the doveadm and ldap sources, read by the
+    service, or a kept list); such a source without an entry contributes no accounts.
     """
     result = list(config.accounts)
     problems: list[tuple[str, str]] = []

@@ -15,6 +15,9 @@
                           checked by introspection at ``oauth``.
 * ``dovecot_api``      -- session-wide server with the doveadm HTTP API switched on (HTTPS,
                           ``doveadm_url``, ``doveadm_key_file``) and an iterable userdb.
+* ``slapd``            -- session-wide OpenLDAP slapd (sandbox.slapd.Slapd) serving the
+                          certificate of ``dovecot``'s CA: ldap:// with StartTLS, ldaps://,
+                          size limit 50 (paged searches may go past it).
 * ``user``             -- a fresh user (``sandbox.dovecot.SandboxUser``: name, password,
                           dovecot) with a random password and 10 MiB quota on ``dovecot``.
 
@@ -39,6 +42,8 @@ import pytest
 from sandbox.dovecot import DOVECOT_BIN, Dovecot, SandboxUser, make_base_dir
 from sandbox.dovecot_oauth2 import OAuth2Passdb
 from sandbox.oauth_server import OAuthServer
+from sandbox.slapd import SLAPD_BIN, Slapd
+from sandbox.slapd import make_base_dir as make_slapd_dir
 
 _HERE = Path(__file__).parent
 _user_numbers = itertools.count(1)
@@ -139,6 +144,28 @@ def dovecot_oauth2(oauth: OAuthServer) -> Iterator[Dovecot]:
 @pytest.fixture(scope="session")
 def dovecot_api() -> Iterator[Dovecot]:
     yield from _serve("api", doveadm_api=True)
+
+
+def serve_slapd(dovecot: Dovecot, size_limit: int | None = 50) -> Iterator[Slapd]:
+    """A slapd with ``dovecot``'s certificate, stopped and removed at the end."""
+    if not Path(SLAPD_BIN).exists():
+        why = f"slapd is not installed ({SLAPD_BIN}); apt-get install slapd ldap-utils"
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    base = make_slapd_dir()
+    server = Slapd.for_dovecot(base, dovecot, size_limit=size_limit)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        if os.environ.get("QW_KEEP_SANDBOX") != "1":
+            shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def slapd(dovecot: Dovecot) -> Iterator[Slapd]:
+    yield from serve_slapd(dovecot)
 
 
 @pytest.fixture

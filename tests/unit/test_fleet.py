@@ -74,7 +74,7 @@ def test_source_kinds_and_quota_source_checked_with_paths() -> None:
         ]})  # fmt: skip
     text = str(info.value)
     assert "account_sources[0]: Value error" not in text
-    assert text.count("exactly one of usernames_file or doveadm") == 2
+    assert text.count("exactly one of usernames_file, doveadm or ldap") == 2
     assert "needs doveadm" in text
     with pytest.raises(ValueError, match="needs doveadm"):
         Account.model_validate({"name": "a", "host": "h", "username": "a", "password_env": "P",

@@ -58,8 +58,8 @@ BASE = (
     "quotawatch.logs",
 )
 STAGES = ("quotawatch.config", "quotawatch.mail", "quotawatch.retention", "quotawatch.warnings", "quotawatch.service", "quotawatch.cli")  # fmt: skip
-#: protocol libraries only the mail adapters may use
-PROTOCOL_LIBS = ("imapclient", "imaplib", "poplib")
+#: protocol libraries only the mail adapters may use (python-ldap: mail.ldap, the directory)
+PROTOCOL_LIBS = ("imapclient", "imaplib", "poplib", "ldap", "ldapurl")
 
 
 def module_name(path: Path) -> str:
@@ -128,7 +128,9 @@ def violations(edges: Mapping[str, Iterable[str]]) -> list[str]:
             if any(_under(target, lib) for lib in PROTOCOL_LIBS) and not _under(
                 importer, "quotawatch.mail"
             ):
-                out.append(f"{importer} imports {target}: only quotawatch.mail speaks IMAP/POP3")
+                out.append(
+                    f"{importer} imports {target}: only quotawatch.mail speaks IMAP/POP3/LDAP"
+                )
     return out
 
 
@@ -147,6 +149,8 @@ def test_the_package_keeps_its_import_rules() -> None:
         ("quotawatch.mail.session", "quotawatch.mail.pop3.session"),
         ("quotawatch.model", "quotawatch.config"),
         ("quotawatch.service.jobs", "imapclient"),
+        ("quotawatch.service.directory", "ldap.controls"),
+        ("quotawatch.config.ldap", "ldap"),
     ],
 )
 def test_a_forbidden_import_is_caught(importer: str, target: str) -> None:

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from quotawatch import config
 from quotawatch.config.fleet import DoveadmAccess
+from quotawatch.config.ldap import LdapSource
 from quotawatch.service.metrics import METRIC_NAMES
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
@@ -25,6 +26,7 @@ MODELS: list[type[BaseModel]] = [
     config.AdminDigest,
     config.OAuth2,
     DoveadmAccess,
+    LdapSource,
 ]
 
 
