@@ -23,18 +23,24 @@ class MissingExtra(QuotawatchError):
 
     reason = "config"
 
-    def __init__(self, module: str, extra: str, feature: str) -> None:
+    def __init__(self, module: str, extra: str, feature: str, package: str | None = None) -> None:
         self.module = module
         self.extra = extra
+        package = package or module
         super().__init__(
-            f"{feature} needs the Python package {module}: "
-            f"pip install 'quotawatch[{extra}]' (or pipx inject quotawatch {module})"
+            f"{feature} needs the Python package {package}: "
+            f"pip install 'quotawatch[{extra}]' (or pipx inject quotawatch {package})"
         )
 
 
-def require(module: str, *, extra: str, feature: str | None = None) -> ModuleType:
-    """Import ``module``; MissingExtra naming ``extra`` if it (or one of its imports) is missing."""
+def require(
+    module: str, *, extra: str, feature: str | None = None, package: str | None = None
+) -> ModuleType:
+    """Import ``module``; MissingExtra naming ``extra`` if it (or one of its imports) is missing.
+
+    ``package``: the name to install when it differs from the module's (python-ldap: ldap).
+    """
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise MissingExtra(module, extra, feature or f"this feature ({extra})") from None
+        raise MissingExtra(module, extra, feature or f"this feature ({extra})", package) from None

@@ -43,8 +43,9 @@ Entry = tuple[str | None, Mapping[str, Sequence[bytes]]]
 
 def load_ldap() -> Any:
     """python-ldap, or MissingExtra naming ``pip install 'quotawatch[ldap]'``."""
-    module = require("ldap", extra="ldap", feature="account_sources with ldap")
-    require("ldap.controls", extra="ldap", feature="account_sources with ldap")
+    feature = "account_sources with ldap"
+    module = require("ldap", extra="ldap", feature=feature, package="python-ldap")
+    require("ldap.controls", extra="ldap", feature=feature, package="python-ldap")
     return module
 
 
