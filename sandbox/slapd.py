@@ -7,8 +7,9 @@ the foreground as a child of the test process, on 127.0.0.1 only:
 
 * ``url``        -- ``ldap://127.0.0.1:PORT``, StartTLS offered;
 * ``ldaps_url``  -- ``ldaps://127.0.0.1:PORT2``;
-* ``mismatch_url`` -- ``ldaps://127.0.0.2:PORT2``: the same server under an address its
-  certificate does not name (the host name check must refuse it).
+* ``mismatch_url`` / ``mismatch_starttls_url`` -- ``ldaps://127.0.0.2:PORT2`` and
+  ``ldap://127.0.0.2:PORT``: the same server under an address its certificate does not name
+  (the host name check must refuse it).
 
 The certificate comes from the sandbox CA a Dovecot kit makes (:meth:`Slapd.for_dovecot`), so
 ``dovecot.ca_file`` verifies it and ``dovecot.other_ca_file`` does not. The suffix is
@@ -134,6 +135,10 @@ class Slapd:
         return f"ldaps://127.0.0.2:{self.ldaps_port}"
 
     @property
+    def mismatch_starttls_url(self) -> str:
+        return f"ldap://127.0.0.2:{self.ldap_port}"
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
@@ -153,7 +158,10 @@ class Slapd:
             self.ldap_port, self.ldaps_port = _free_port(), _free_port()
         self.conf_file.write_text(self._config())
         self.conf_file.chmod(0o600)  # it holds the root password
-        listen = f"{self.url}/ {self.ldaps_url}/ {self.mismatch_url}/"
+        listen = " ".join(
+            f"{u}/"
+            for u in (self.url, self.ldaps_url, self.mismatch_url, self.mismatch_starttls_url)
+        )
         with self.log_file.open("ab") as log:
             self._proc = subprocess.Popen(
                 [SLAPD_BIN, "-f", str(self.conf_file), "-h", listen, "-d", "stats"],

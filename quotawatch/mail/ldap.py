@@ -174,7 +174,10 @@ class Ldap:
     def _read(self, ldap: Any, url: str) -> list[Listed]:
         name = f"ldap {_host(url)}"
         secret = self._password.get_secret_value() if self._password else None
-        conn = self._connect(ldap, url)
+        try:
+            conn = self._connect(ldap, url)
+        except (ldap.LDAPError, ValueError) as exc:  # libldap refused an option
+            raise TLSError(name, f"cannot set up TLS: {type(exc).__name__}: {exc}") from None
         try:
             starttls = self.settings.uses_starttls(url)
             if starttls:

@@ -176,6 +176,7 @@ def test_ldaps_is_verified_and_the_host_name_checked(
     for url, ca, words in (
         (slapd.ldaps_url, dovecot.other_ca_file, "certificate not trusted"),
         (slapd.mismatch_url, dovecot.ca_file, "mismatch"),
+        (slapd.mismatch_starttls_url, dovecot.ca_file, "StartTLS failed"),  # the name checked too
     ):
         before = len(slapd.log_text())
         with pytest.raises(TLSError, match=words) as caught:
