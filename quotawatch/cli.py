@@ -37,8 +37,21 @@ def load(args: argparse.Namespace) -> tuple[Config, list[Any]]:
 
     path = config_path(args)
     config = load_config(path)
-    accounts = Directory().accounts(config, path, SecretCache(), force=True)
+    directory = Directory()
+    accounts = directory.accounts(config, path, SecretCache(), force=True)
+    # a source that could not be read (already logged) makes the command fail (exit 1), also
+    # when every account it did list was fine: its users were not looked at
+    args.sources_failed = [s.label for s in directory.statuses() if not s.ok]
     return config, select_accounts(accounts, getattr(args, "account", None))
+
+
+def _with_sources(args: argparse.Namespace, code: int) -> int:
+    """``code``, or EXIT_FAILED where it says all went well but an account source failed."""
+    if code == EXIT_OK and getattr(args, "sources_failed", None):
+        print(f"quotawatch: account source(s) not read: {', '.join(args.sources_failed)}; "
+              "their accounts were not checked", file=sys.stderr)  # fmt: skip
+        return EXIT_FAILED
+    return code
 
 
 def need_state_dir(config: Config, path: str) -> None:
@@ -189,7 +202,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(render_check(reports, args.folders))
     if any(r.reason == "config" for r in reports):
         return EXIT_CONFIG  # a password file or ca_file that cannot be used
-    return EXIT_OK if all(r.ok for r in reports) else EXIT_FAILED
+    return _with_sources(args, EXIT_OK if all(r.ok for r in reports) else EXIT_FAILED)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -254,7 +267,7 @@ def _retention(args: argparse.Namespace, *, apply: bool) -> int:
         print(f"stopped by {stopped.signal.name}: the rest of the plan was not carried out "
               "(see above); the next cleanup continues", file=sys.stderr)  # fmt: skip
         return stopped.exit_code
-    return EXIT_FAILED if failed else EXIT_OK
+    return _with_sources(args, EXIT_FAILED if failed else EXIT_OK)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -12,7 +12,8 @@ DEFAULT_CONFIG = "/etc/quotawatch/quotawatch.yaml"
 EXIT_CODES = """\
 exit status:
   0  every account fine
-  1  at least one account failed or a plan hit a safety cap (the others are still reported)
+  1  at least one account failed, a plan hit a safety cap or an account source could not
+     be read (the others are still reported)
   2  config or usage error, also a password file or ca_file that cannot be used"""
 
 URL_FORMS = """\

@@ -113,3 +113,29 @@ def test_version_and_help() -> None:
     result = quotawatch("--help")
     for command in ("check", "plan", "cleanup", "run", "config"):
         assert command in result.stdout
+
+
+def test_check_fails_when_an_account_source_cannot_be_read(tmp_path: Path) -> None:
+    """A doveadm source on a closed port: no accounts to check, but exit 1 and the source named."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again when the test runs
+    key = tmp_path / "doveadm.key"
+    key.write_text("k")
+    key.chmod(0o600)
+    path = tmp_path / "quotawatch.yaml"
+    path.write_text(yaml.safe_dump({
+        "state_dir": str(tmp_path / "state"),
+        "account_sources": [{
+            "name": "staff",
+            "doveadm": {"url": f"https://127.0.0.1:{port}/doveadm/v1", "api_key_file": str(key)},
+            "template": {"host": "127.0.0.1", "username": "{user}*admin", "password_env": "X",
+                         "quota_source": "doveadm"},
+        }],
+    }))  # fmt: skip
+    for command in (["check"], ["check", "--json"], ["plan"]):
+        proc = quotawatch(*command, "--config", str(path))
+        assert proc.returncode == 1, (command, proc.stdout, proc.stderr)
+        assert "account source(s) not read: staff" in proc.stderr
