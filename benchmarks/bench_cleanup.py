@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import imaplib
+import os
 import random
 import re
 import resource
@@ -38,6 +39,7 @@ from quotawatch.service.jobs import cleanup_account, cleanup_accounts
 from quotawatch.state import State
 from sandbox.dovecot import Dovecot, make_base_dir
 
+ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime.now(UTC)
 PASSWORD = "bench-password"
 RULES = {
@@ -48,35 +50,53 @@ RULES = {
 
 
 # ------------------------------------------------------------------------------------ corpus
-def message(rng: random.Random, n: int) -> bytes:
+def message(rng: random.Random, n: int, lines: int | None = None) -> bytes:
     head = (
         f"From: sender{rng.randrange(500)}@example.org\r\nTo: user@example.org\r\n"
         f"Subject: message {n}\r\nMessage-ID: <{n}.{rng.getrandbits(40):x}@example.org>\r\n"
         "Date: Mon, 1 Jan 2024 10:00:00 +0000\r\n\r\n"
     ).encode()
-    return head + b"".join(
-        b"body line %06d of a test message\r\n" % i for i in range(rng.randrange(20, 120))
-    )
+    count = rng.randrange(20, 120) if lines is None else lines
+    return head + b"".join(b"body line %06d of a test message\r\n" % i for i in range(count))
 
 
-def corpus(messages: int, seed: int = 7) -> dict[str, list[tuple[bytes, datetime, str]]]:
-    """INBOX 50 % (no rule), Trash 30 % (2/3 older than 35 days, 5 % of those flagged), Junk 20 %
-    (60 % older than 15 days). Ages stay clear of the 30/14-day boundaries, so day-granular
-    tools (imapfilter's is_older) select exactly the same messages."""
+#: share of old messages in Trash and in Junk, per corpus (see ``corpus``)
+CORPORA = {
+    "standard": (2 / 3, 0.6),
+    "old": (1.0, 1.0),  # everything in Trash and Junk is past its age (5 % of Trash flagged)
+    "few": (0.05, 0.05),  # a cleanup that runs often: 5 % old
+    "mixed": (2 / 3, 0.6),  # the standard ages, sizes from 0.7 KiB to 65 KiB (log-uniform)
+}
+
+
+def corpus(
+    messages: int, seed: int = 7, kind: str = "standard"
+) -> dict[str, list[tuple[bytes, datetime, str]]]:
+    """INBOX 50 % (no rule), Trash 30 % (by default 2/3 older than 35 days, 5 % of those
+    flagged), Junk 20 % (by default 60 % older than 15 days); ``kind`` picks the shares of old
+    mail and the sizes (CORPORA). Ages stay clear of the 30/14-day boundaries, so day-granular
+    tools (imapfilter's is_older, doveadm's before) select exactly the same messages."""
     rng = random.Random(seed)
+    trash_old, junk_old = CORPORA[kind]
+
+    def body(n: int) -> bytes:
+        if kind != "mixed":
+            return message(rng, n)
+        return message(rng, n, int(2 ** rng.uniform(4, 11)))  # 16..2,048 lines of 32 bytes
+
     out: dict[str, list[tuple[bytes, datetime, str]]] = {"INBOX": [], "Trash": [], "Junk": []}
     for n in range(messages):
         r = rng.random()
         if r < 0.5:
-            out["INBOX"].append((message(rng, n), NOW - timedelta(days=rng.uniform(0, 900)), "S"))
+            out["INBOX"].append((body(n), NOW - timedelta(days=rng.uniform(0, 900)), "S"))
         elif r < 0.8:
-            old = rng.random() < 2 / 3
+            old = rng.random() < trash_old
             days = rng.uniform(35, 400) if old else rng.uniform(0, 25)
             flags = "FS" if old and rng.random() < 0.05 else "S"
-            out["Trash"].append((message(rng, n), NOW - timedelta(days=days), flags))
+            out["Trash"].append((body(n), NOW - timedelta(days=days), flags))
         else:
-            days = rng.uniform(15.5, 200) if rng.random() < 0.6 else rng.uniform(0, 13)
-            out["Junk"].append((message(rng, n), NOW - timedelta(days=days), ""))
+            days = rng.uniform(15.5, 200) if rng.random() < junk_old else rng.uniform(0, 13)
+            out["Junk"].append((body(n), NOW - timedelta(days=days), ""))
     return out
 
 
@@ -292,20 +312,38 @@ def verify(dovecot: Dovecot, users: list[str], want: dict[str, int], tool: str) 
 
 
 # ------------------------------------------------------------------------------------ main
+TOOLS = ("qw1", "qw16", "cli", "naive", "imapfilter", "doveadm")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--accounts", type=int, default=50)
     ap.add_argument("--messages", type=int, default=2000, help="messages per account")
     ap.add_argument("--big", type=int, default=100_000, help="size of the big folder (0: skip)")
+    ap.add_argument("--corpus", default="standard",
+                    help=f"comma-separated age/size distributions: {', '.join(CORPORA)}")  # fmt: skip
+    ap.add_argument("--tools", default=",".join(TOOLS), help=f"comma-separated: {', '.join(TOOLS)}")
     ap.add_argument("--no-imapfilter", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the sandbox directory")
     args = ap.parse_args()
+    tools = [
+        t for t in args.tools.split(",") if t and not (t == "imapfilter" and args.no_imapfilter)
+    ]
+    unknown = [t for t in tools if t not in TOOLS] + [
+        c for c in args.corpus.split(",") if c not in CORPORA
+    ]
+    if unknown:
+        raise SystemExit(f"unknown tool or corpus: {', '.join(unknown)}")
+    if "cli" in tools:  # as pip installs it: with bytecode, also under PYTHONDONTWRITEBYTECODE
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "quotawatch")],
+                       check=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""})  # fmt: skip
     base = make_base_dir("qw-bench-")
     work = Path(tempfile.mkdtemp(prefix="qw-bench-state-"))
     dovecot = Dovecot(base, name="bench").start()
     rows: list[list[str]] = []
     try:
-        rows += standard_job(dovecot, work, args)
+        for n, kind in enumerate(args.corpus.split(",")):
+            rows += standard_job(dovecot, work / kind, args, kind, tools, f"c{n}")
         if args.big:
             rows += big_folder(dovecot, work, args.big)
     finally:
@@ -317,9 +355,57 @@ def main() -> int:
     return 0
 
 
-def standard_job(dovecot: Dovecot, work: Path, args: argparse.Namespace) -> list[list[str]]:
-    data = corpus(args.messages)
+def cli_config(dovecot: Dovecot, users: list[str], state: Path, concurrency: int) -> Path:
+    """The YAML a person would write for ``quotawatch cleanup --apply`` over these accounts."""
+    config_for(dovecot, users, state, [], concurrency)  # writes the password file
+    lines = [f"state_dir: {state}", f"schedule: {{concurrency: {concurrency}}}", "rules:"]
+    for name in ("trash-30d", "junk-14d"):
+        rule = RULES[name]
+        lines.append(f"  {name}: {{folders: ['{rule['folders'][0]}'], older_than: "
+                     f"{rule['older_than']}, age: received}}")  # fmt: skip
+    lines.append("accounts:")
+    for u in users:
+        lines.append(f"  - {{name: {u}, host: {dovecot.host}, port: {dovecot.imap_port}, "
+                     "tls: none, allow_insecure_plaintext: true, "
+                     f"username: {u}, password_file: {state / 'password'}, "
+                     "rules: [trash-30d, junk-14d], max_delete_fraction: 1.0, "
+                     "max_delete_messages: 1000000}")  # fmt: skip
+    path = state / "config.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_cli(config: Path) -> int:
+    """``quotawatch cleanup --apply`` as a person runs it: a new Python process, start-up,
+    config, state, the accounts 16 at once (byte-compiled first, as an installed package is)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "quotawatch", "cleanup", "--config", str(config), "--apply",
+         "--json"],
+        capture_output=True, text=True, timeout=3600, cwd=ROOT,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise SystemExit(f"quotawatch cleanup failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return -1
+
+
+def run_doveadm(dovecot: Dovecot, users: list[str], work: Path) -> int:
+    """The server-side floor: ``doveadm expunge`` per rule over every user of a list, in one
+    process (``-F``; ``-A`` needs an iterable userdb, which this sandbox Dovecot does not have)."""
+    listing = work / "doveadm-users"
+    listing.write_text("".join(f"{u}\n" for u in users))
+    dovecot.doveadm("expunge", "-F", str(listing), "mailbox", "Trash", "before", "30d",
+                    "unflagged")  # fmt: skip
+    dovecot.doveadm("expunge", "-F", str(listing), "mailbox", "Junk", "before", "14d")
+    return -1
+
+
+def standard_job(
+    dovecot: Dovecot, work: Path, args: argparse.Namespace, kind: str, chosen: list[str],
+    tag: str,
+) -> list[list[str]]:  # fmt: skip
+    data = corpus(args.messages, kind=kind)
     want = expected_left(data)
+    work.mkdir(parents=True, exist_ok=True)
     tools: list[tuple[str, str, Callable[[list[str]], int]]] = []
 
     def qw(concurrency: int) -> Callable[[list[str]], int]:
@@ -329,17 +415,19 @@ def standard_job(dovecot: Dovecot, work: Path, args: argparse.Namespace) -> list
             )
         )
 
-    tools.append(("quotawatch, 1 account at a time", "qa", qw(1)))
-    tools.append(("quotawatch, 16 accounts at once", "qb", qw(16)))
-    tools.append(
-        (
-            "naive imaplib loop",
-            "na",
-            lambda users: sum(naive_account(dovecot, u, {"Trash": 30, "Junk": 14}) for u in users),
-        )
-    )
+    if "qw1" in chosen:
+        tools.append(("quotawatch, 1 account at a time", "qa", qw(1)))
+    if "qw16" in chosen:
+        tools.append(("quotawatch, 16 accounts at once", "qb", qw(16)))
+    if "cli" in chosen:
+        tools.append(("quotawatch cleanup --apply (CLI, 16 at once)", "qc",
+                      lambda users: run_cli(cli_config(dovecot, users, work / "cli", 16))))  # fmt: skip
+    if "naive" in chosen:
+        tools.append(("naive imaplib loop", "na",
+                      lambda users: sum(naive_account(dovecot, u, {"Trash": 30, "Junk": 14})
+                                        for u in users)))  # fmt: skip
     imapfilter = shutil.which("imapfilter")
-    if imapfilter and not args.no_imapfilter:
+    if imapfilter and "imapfilter" in chosen:
 
         def run_imapfilter(users: list[str]) -> int:
             cfg = work / "imapfilter.lua"
@@ -354,27 +442,34 @@ def standard_job(dovecot: Dovecot, work: Path, args: argparse.Namespace) -> list
             return -1
 
         tools.append(("imapfilter (is_older + delete_messages)", "im", run_imapfilter))
-    label = f"standard job: {args.accounts} accounts x {args.messages} messages"
+    if "doveadm" in chosen:
+        tools.append(("doveadm expunge -F (server side)", "da",
+                      lambda users: run_doveadm(dovecot, users, work)))  # fmt: skip
+    label = f"{kind}: {args.accounts} x {args.messages}"
     print(f"{label}: building {len(tools)} copies of the corpus ...", file=sys.stderr)
     rows = []
-    baseline = None
     results = []
     for name, prefix, fn in tools:
-        users = make_users(dovecot, prefix, args.accounts, data)
+        users = make_users(dovecot, tag + prefix, args.accounts, data)
         print(f"  running {name} ...", file=sys.stderr)
         with measured(dovecot) as m:
             fn(users)
-        results.append((name, m, verify(dovecot, users, want, name)))
-        if prefix == "na":
-            baseline = m["seconds"]
+        if prefix == "da":  # doveadm works in its own process, outside the Dovecot master
+            m["server"], m["cpu"] = m["server"] + m["cpu"], 0.0
+        results.append((name, prefix, m, verify(dovecot, users, want, name)))
     removed = sum(len(v) for v in data.values()) - sum(want.values())
-    for name, m, check in results:
-        ratio = f"{baseline / m['seconds']:.1f}x" if baseline else "-"
-        own = not name.startswith("imapfilter")  # imapfilter does not use imaplib
+    ref = {p: m for _n, p, m, _c in results}
+    for name, prefix, m, check in results:
+        ratio = "-"
+        if "im" in ref and prefix != "im":
+            ratio = f"{m['seconds'] / ref['im']['seconds']:.2f}x im"
+        if "da" in ref and prefix not in ("da", "na"):
+            ratio += f", {m['seconds'] / ref['da']['seconds']:.2f}x da"
+        own = prefix in ("qa", "qb", "na")  # counted in this process
         commands = str(int(m["commands"])) if own else "-"
         kib = f"{m['kib']:.0f}" if own else "-"
-        deleted = f"{removed * args.accounts}"
-        row = [label, name, deleted, f"{m['seconds']:.2f}", f"{m['cpu']:.2f}",
+        cpu = "-" if prefix == "da" else f"{m['cpu']:.2f}"
+        row = [label, name, f"{removed * args.accounts}", f"{m['seconds']:.2f}", cpu,
                f"{m['server']:.2f}", commands, kib]  # fmt: skip
         rows.append([*row, ratio, check])
     return rows
@@ -445,7 +540,8 @@ def print_table(rows: list[list[str]]) -> None:
             )
         )
     print(
-        "\nratio: standard job = naive seconds / tool seconds (higher is faster); big folder = "
+        "\nratio: standard job = tool seconds / imapfilter's (im) and doveadm's (da) in the same"
+        " run (below 1: faster); big folder = "
         "seconds relative to the same tool on the 1,000-message folder (1.00x = independent of size)."
         "\nclient CPU s: CPU time of this process (quotawatch, naive loop) or of the imapfilter "
         "child; server CPU s: CPU time of the sandbox Dovecot's processes (its master, logins, "
