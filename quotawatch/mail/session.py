@@ -29,6 +29,19 @@ class SearchQuery:
     exclude_flagged: bool = True
     exclude_unseen: bool = False
     older: timedelta | None = None
+    #: also read what the audit log records of each candidate (Candidate.meta), so that a
+    #: cleanup in the same session need not fetch it again (IMAP; others ignore it)
+    audit: bool = False
+
+
+@dataclass(frozen=True)
+class MessageMeta:
+    """What the audit log records of a message."""
+
+    uid: int | str
+    size: int
+    message_id: str | None
+    internaldate: datetime | None
 
 
 @dataclass(frozen=True)
@@ -42,6 +55,8 @@ class Candidate:
     modseq: int | None = None
     #: when it arrived (INTERNALDATE; POP3: first seen), for ``keep_newer_than``; None: unknown
     arrived: datetime | None = None
+    #: what the audit log records of it, read with the candidates (SearchQuery.audit)
+    meta: MessageMeta | None = None
 
 
 @dataclass(frozen=True)
@@ -80,16 +95,6 @@ class ClockProbe:
     stamp: datetime
     ahead: bool | None = None
     behind: bool | None = None
-
-
-@dataclass(frozen=True)
-class MessageMeta:
-    """What the audit log records of a message."""
-
-    uid: int | str
-    size: int
-    message_id: str | None
-    internaldate: datetime | None
 
 
 class MailboxSession(Protocol):

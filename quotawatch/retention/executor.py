@@ -20,6 +20,7 @@ from quotawatch.errors import (
     StateError,
 )
 from quotawatch.mail.session import MailboxSession, MessageMeta
+from quotawatch.model import QuotaResource
 from quotawatch.retention.archive import Archive
 from quotawatch.retention.audit import AuditLog
 from quotawatch.retention.journal import Journal
@@ -39,12 +40,14 @@ def _kind(action: str) -> str:
     return "move" if action.startswith("move:") else action
 
 
-def _storage(session: MailboxSession) -> int | None:
-    try:
-        resources, _notes = session.quota()
-    except QuotawatchError:
-        return None
-    return next((q.usage for q in resources if q.resource.upper() == "STORAGE"), None)
+def _storage(session: MailboxSession, known: Sequence[QuotaResource] | None = None) -> int | None:
+    """STORAGE usage: from ``known`` (the check's quota, read moments before) or from the server."""
+    if known is None:
+        try:
+            known, _notes = session.quota()
+        except QuotawatchError:
+            return None
+    return next((q.usage for q in known if q.resource.upper() == "STORAGE"), None)
 
 
 @dataclass
@@ -129,9 +132,15 @@ class _Run:
             if kind == "archive" and a.archive_dir
             else None
         )
+        # read when planning (delete only): a UID names one message, unchanged, for as long as
+        # the UIDVALIDITY the removal insists on; which still exist the removal tells (``kept``)
+        known = {m.uid: m for m in a.metas} if kind == "delete" and not deferred else {}
         for start in range(0, len(a.uids), self.batch_size):
             batch = a.uids[start : start + self.batch_size]
-            meta = s.message_meta(a.folder, a.uidvalidity, batch)
+            if known:
+                meta = {u: known[u] for u in batch}
+            else:
+                meta = s.message_meta(a.folder, a.uidvalidity, batch)
             present = [u for u in batch if u in meta]
             if len(present) < len(batch):
                 why = "no longer on the server when its batch began"
@@ -151,8 +160,9 @@ class _Run:
             self.journal.intend(self.plan.account, journaled)  # StateError: nothing touched
             kept: dict[int | str, str] = {}  # changed or protected since the plan: left alone
             try:
-                removed = present
-                if self.remove(a, present, kept) != len(present):  # faster, or left alone
+                count = self.remove(a, present, kept)
+                removed = [u for u in present if u not in kept]  # a UID in ``kept`` stayed
+                if count != len(removed):  # the count does not say which: look
                     still = s.message_meta(a.folder, a.uidvalidity, present)
                     removed = [u for u in present if u not in still]
             except ShuttingDown:  # refused before sending anything
@@ -258,13 +268,16 @@ def execute(
     *,
     batch_size: int = BATCH,
     clock: Callable[[], datetime] | None = None,
+    quota: Sequence[QuotaResource] | None = None,
 ) -> CleanupResult:
     """Execute exactly the plan's actions; never raises for server trouble, reports it instead.
 
     Each action is probed first (capabilities, UIDVALIDITY); a mismatch skips that folder. Each
     batch is journaled (fsynced) before the server is touched; if that fails, nothing is touched
     and the account stops with reason ``state``. A lost connection stops the account; what was
-    done so far is audited, what was sent but not confirmed is audited ``uncertain``.
+    done so far is audited, what was sent but not confirmed is audited ``uncertain``. ``quota``:
+    the quota the check read just before planning, used as the "before" of ``freed_bytes``
+    instead of reading it again (None: read it now).
     """
     if plan.error:
         return CleanupResult(
@@ -274,7 +287,7 @@ def execute(
     run = _Run(
         session, plan, journal, now, progress, batch_size, clock or (lambda: datetime.now(UTC))
     )
-    before = _storage(session)
+    before = _storage(session, quota)
     alive = True
     for a in plan.actions:
         try:

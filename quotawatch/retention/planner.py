@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from quotawatch.config import Rule
-from quotawatch.mail.session import Candidate, FolderSelection, Keep
+from quotawatch.mail.session import Candidate, FolderSelection, Keep, MessageMeta
 from quotawatch.model import QuotaResource, Snapshot
 from quotawatch.retention.caps import Limits, cap_problem
 from quotawatch.retention.why import why_nothing
@@ -44,6 +44,9 @@ class PlannedAction:
     keep_unseen: bool = False
     #: each UID's mod-sequence when planned (same order as ``uids``); empty without CONDSTORE
     modseqs: tuple[int, ...] = ()
+    #: what the audit log records of each UID (same order), read when planning for a cleanup in
+    #: the same session; empty: the executor reads it batch by batch
+    metas: tuple[MessageMeta, ...] = ()
 
     @property
     def keep(self) -> Keep:
@@ -202,6 +205,7 @@ class _Builder:
         ordered = sorted(chosen, key=lambda c: _uid_key(c.uid))
         uids = tuple(c.uid for c in ordered)
         modseqs = tuple(c.modseq for c in ordered if c.modseq is not None)
+        metas = tuple(c.meta for c in ordered if c.meta is not None)
         self.actions.append(
             PlannedAction(
                 name,
@@ -214,6 +218,7 @@ class _Builder:
                 rule.keep_flagged,
                 keeps_unseen(rule, fs.folder),
                 modseqs if len(modseqs) == len(uids) else (),
+                metas if len(metas) == len(uids) else (),
             )
         )
         self.taken.update((fs.folder, fs.uidvalidity, c.uid) for c in chosen)

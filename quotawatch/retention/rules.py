@@ -86,8 +86,10 @@ def move_target(rule: Rule, folders: Sequence[FolderInfo]) -> str | None:
     return next((f.name for f in folders if (f.special_use or "").lower() == target.lower()), None)
 
 
-def search_query(rule: Rule, folder: str, now: datetime) -> SearchQuery:
-    """What the server should select for ``rule`` in ``folder``, protections included."""
+def search_query(rule: Rule, folder: str, now: datetime, apply: bool = False) -> SearchQuery:
+    """What the server should select for ``rule`` in ``folder``, protections included. With
+    ``apply`` (a cleanup follows in the same session) an age rule that deletes also reads what
+    the audit log records, in the same fetch: the executor then needs no fetch of its own."""
     return SearchQuery(
         before=age_cutoff(rule, now),
         age=rule.age,
@@ -95,6 +97,7 @@ def search_query(rule: Rule, folder: str, now: datetime) -> SearchQuery:
         exclude_flagged=rule.keep_flagged,
         exclude_unseen=keeps_unseen(rule, folder),
         older=server_older(rule),
+        audit=apply and rule.action == "delete" and rule.when_above is None,
     )
 
 
@@ -154,11 +157,13 @@ def plan_account(
     *,
     clock_slack: timedelta = SLACK,
     explain: bool = False,
+    apply: bool = False,
 ) -> Plan:
     """Check the clock, gather each of the account's rules' candidates (one search per rule and
     folder), then plan. ``clock_slack`` is how far ``now`` may stray from the server's clock;
     ``explain`` (for a person reading ``plan``, not the daemon) spends an extra search where a
-    rule selected nothing, to say which protection held the folder's old mail back.
+    rule selected nothing, to say which protection held the folder's old mail back. ``apply``:
+    the plan is carried out in this session (see :func:`search_query`).
 
     Server errors and an implausible clock (ClockError) propagate; the caller records them as
     the plan's error.
@@ -187,7 +192,7 @@ def plan_account(
         for folder in folders:
             if sizes.get(folder) == 0:
                 continue
-            query = search_query(rule, folder, now)
+            query = search_query(rule, folder, now, apply)
             sel = session.select_candidates(folder, query)
             if explain and not sel.candidates and sel.age_applied and session.protocol == "imap":
                 sel = explain_empty(session, query, sel)  # one line on why nothing

@@ -123,12 +123,13 @@ def _plan(
     state: State,
     now: datetime,
     explain: bool,
+    apply: bool,
 ) -> Plan:
     from quotawatch.retention.planner import failed_plan
     from quotawatch.retention.rules import plan_account
 
     try:
-        return plan_account(session, account, rules, snap, state, now, explain=explain)
+        return plan_account(session, account, rules, snap, state, now, explain=explain, apply=apply)
     except Exception as exc:  # noqa: BLE001 - recorded as the plan's error, never raised
         reason = getattr(exc, "reason", "internal")
         log.warning("plan failed account=%s reason=%s: %s", account.name, reason, exc)
@@ -145,8 +146,10 @@ def _execute(
     journal: Journal,
     now: datetime,
     progress: Progress | None,
+    snap: Snapshot,
 ) -> CleanupResult | None:
-    """Settle what an interrupted earlier run left open, then carry out the plan (if it may run)."""
+    """Settle what an interrupted earlier run left open, then carry out the plan (if it may run).
+    The check's quota, read moments before, is the cleanup's "before" (no second GETQUOTAROOT)."""
     from quotawatch.retention.executor import execute
     from quotawatch.retention.reconcile import reconcile
     from quotawatch.retention.results import CleanupResult
@@ -158,7 +161,9 @@ def _execute(
         reconciled = reconcile(session, journal, plan)
         if not plan.actions or plan.error:
             return None
-        result = execute(session, plan, account, rules, journal, now, progress or to_log)
+        result = execute(
+            session, plan, account, rules, journal, now, progress or to_log, quota=snap.quota
+        )
         return replace(result, reconciled=reconciled) if reconciled else result
     except StateError as exc:
         log.error("cleanup failed account=%s reason=state: %s", account.name, exc)
@@ -261,14 +266,14 @@ def _run_account(
             _save(state, report, now)
             rules = account_rules(account, config)
             if plan and rules:
-                the_plan = _plan(session, account, rules, snap, state, now, explain)
+                the_plan = _plan(session, account, rules, snap, state, now, explain, cleanup)
             if cleanup and the_plan is not None:
                 from quotawatch.retention.audit import AuditLog
                 from quotawatch.retention.journal import Journal
                 from quotawatch.retention.results import after_cleanup
 
                 journal = Journal(audit or AuditLog(state.dir / "audit.jsonl"))
-                result = _execute(session, the_plan, account, rules, journal, now, progress)
+                result = _execute(session, the_plan, account, rules, journal, now, progress, snap)
                 report = replace(report, snapshot=after_cleanup(snap, result))
     except Exception as exc:  # e.g. the state database; the account counts as failed
         log.error("job failed account=%s: %s", account.name, exc, exc_info=exc)

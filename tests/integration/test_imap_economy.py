@@ -227,3 +227,54 @@ def test_a_later_quota_read_is_alone_and_a_change_drops_the_kept_folders(
     assert [w for w in sent.writes if w[0] not in ("ENABLE", "SELECT")] == [
         ["AUTHENTICATE"], ["GETQUOTAROOT", "LIST"], ["LIST"], ["GETQUOTAROOT"], ["LOGOUT"]
     ]  # fmt: skip
+
+
+@pytest.fixture
+def lines(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The first words of each command quotawatch sends (never a login's arguments)."""
+    out: list[str] = []
+    original = imaplib.IMAP4.send
+
+    def send(self: imaplib.IMAP4, data: bytes) -> None:
+        for line in bytes(data).split(b"\r\n"):  # a write may carry several commands
+            words = line.split()
+            if len(words) > 1 and words[0].isalnum() and words[1].isalpha():
+                keep = 1 if words[1].upper() in (b"AUTHENTICATE", b"LOGIN") else 3
+                out.append(b" ".join(words[1 : 1 + keep]).decode())
+        original(self, data)
+
+    monkeypatch.setattr(imaplib.IMAP4, "send", send)
+    return out
+
+
+def test_a_cleanup_reads_the_audit_data_with_the_plan_and_learns_the_outcome_from_the_answers(
+    tmp_path: Path, user: Any, lines: list[str]
+) -> None:
+    """With CONDSTORE and QRESYNC (Dovecot): no search before the mark (UNCHANGEDSINCE covers
+    it; its FETCH answers say which exist), no metadata fetch per batch (read with the plan), no
+    search after UID EXPUNGE (its VANISHED answer names what went), the check's quota as the
+    "before"; the audit log is as complete as ever."""
+    from tests.integration.test_retention import audited, deliver, setup
+
+    trash = deliver(user, "Trash", [(40, "S")] * 4 + [(1, "S")])
+    config, account, _ = setup(tmp_path, user, ["trash-30d"], max_delete_fraction=1.0)
+    state = State(config.state_dir)
+    try:
+        lines.clear()
+        _plan, result = cleanup_account(
+            account, config, state, AuditLog(config.state_dir / "audit.jsonl"), SecretCache(),
+            apply=True, now=NOW,
+        )  # fmt: skip
+    finally:
+        state.close()
+    assert result is not None and result.ok and result.messages == 4, result
+    assert result.freed_bytes is not None and result.freed_bytes > 0
+    assert "ENABLE QRESYNC" in lines and lines.count('GETQUOTAROOT "INBOX"') == 2
+    applied = lines[lines.index('SELECT "Trash"') :]
+    assert [line.split()[:2] for line in applied] == [
+        ["SELECT", '"Trash"'], ["UID", "STORE"], ["NOOP"], ["UID", "SEARCH"], ["UID", "EXPUNGE"],
+        ["GETQUOTAROOT", '"INBOX"'], ["LOGOUT"],
+    ]  # fmt: skip
+    done = [e for e in audited(config) if e["status"] == "done"]
+    assert sorted(e["uid"] for e in done) == trash[:4]
+    assert all(e["message_id"] and e["size"] and e["internaldate"] for e in done), done

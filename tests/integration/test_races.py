@@ -37,6 +37,10 @@ def any_user(request: pytest.FixtureRequest, user: Any, dovecot_plain: Dovecot) 
     return user
 
 
+def condstore(user: Any) -> bool:
+    return "CONDSTORE" in base.session_caps(user)
+
+
 def flags(user: Any, folder: str, uid: int) -> set[bytes]:
     with base.raw(user) as c:
         c.select_folder(folder, readonly=True)
@@ -93,7 +97,9 @@ def test_a_message_flagged_between_plan_and_delete_survives(tmp_path: Path, any_
     assert base.uids_in(user, "Trash") == [trash[1]]
     assert flags(user, "Trash", trash[1]) == {FLAGGED, SEEN}  # as the user left it
     assert result.messages == 4 and list(kept_in_audit(config)) == [trash[1]]
-    assert "deleted 4 of 5 planned messages in Trash (1 flagged, unseen" in result.errors[0]
+    # with CONDSTORE the conditional STORE leaves it out; without, the search before the STORE
+    why = "changed since the plan (the server" if condstore(user) else "flagged, unseen"
+    assert f"deleted 4 of 5 planned messages in Trash (1 {why}" in result.errors[0]
     assert sorted(e["uid"] for e in base.audited(config) if e["status"] == "done") == sorted(
         set(trash) - {trash[1]}
     )

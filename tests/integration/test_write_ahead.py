@@ -78,13 +78,20 @@ def test_an_unwritable_journal_touches_nothing(tmp_path: Path, user: Any) -> Non
     done_once(config, trash)
 
 
-def test_fewer_removed_than_planned_says_why_and_fails(tmp_path: Path, user: Any) -> None:
+@pytest.mark.parametrize("apply", [False, True], ids=["fetched-per-batch", "read-with-the-plan"])
+def test_fewer_removed_than_planned_says_why_and_fails(
+    tmp_path: Path, user: Any, apply: bool
+) -> None:
+    """Also when the audit's metadata was read with the plan (``apply``): then the answer to the
+    conditional STORE tells which planned messages are gone."""
     trash = deliver(user, "Trash", [(40, "S")] * 6)
     config, account, _ = setup(tmp_path, user, ["trash-30d"], max_delete_fraction=1.0)
     session = ImapSession.connect(account, SecretStr(user.password))
     state = State(config.state_dir)
     try:
-        plan = plan_account(session, account, config.rules, snapshot(session, NOW), state, NOW)
+        snap = snapshot(session, NOW)
+        plan = plan_account(session, account, config.rules, snap, state, NOW, apply=apply)
+        assert bool(plan.actions[0].metas) is apply
         with raw(user) as c:  # another client deletes two planned messages meanwhile
             c.select_folder("Trash")
             c.delete_messages(trash[:2])

@@ -66,3 +66,25 @@ def test_fetch_with_modseq_on_the_fast_path() -> None:
     items = [b"RFC822.SIZE", b"INTERNALDATE", b"MODSEQ"]
     assert wire.parse_fetch(other, items) is None
     assert fallback.parse_fetch("a", other, items, {10})[10][b"MODSEQ"] == (5,)
+
+
+def test_vanished_answers_name_uids() -> None:
+    assert searches.parse_vanished(b"1,3:5") == [1, 3, 4, 5]
+    assert searches.parse_vanished(b"(EARLIER) 7:8") == [7, 8]
+    for bad in (b"", b"(EARLIER)", b"1 2", b"x", (b"1", b"2")):
+        assert searches.parse_vanished(bad) is None, bad
+
+
+def test_flags_a_conditional_store_reports_by_uid() -> None:
+    from quotawatch.mail.imap.removal import stored_flags
+
+    data = [
+        b"1 (UID 11 MODSEQ (6) FLAGS (\\Deleted \\Seen \\Recent))",
+        b"2 (FLAGS (\\Flagged))",  # another session's change, by sequence number: not ours
+        b"3 (MODSEQ (7) UID 13 FLAGS ())",
+        b"1 (UID 11 FLAGS (\\Seen))",  # a later answer for the same UID wins
+    ]
+    assert stored_flags(data) == {11: [b"\\SEEN"], 13: []}
+    assert stored_flags([]) == {}
+    assert stored_flags([(b"1 (UID 11 FLAGS {3}", b"abc"), b")"]) is None  # a literal: ask
+    assert stored_flags([b"1 (UID 11 MODSEQ (6))"]) is None  # no FLAGS: ask

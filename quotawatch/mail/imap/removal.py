@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from typing import Any
 
 from quotawatch.errors import CapabilityMissing, SafetyStop
 from quotawatch.mail.imap import searches
-from quotawatch.mail.imap import wire as imap_wire
 from quotawatch.mail.imap.errors import translate_errors
 from quotawatch.mail.imap.syntax import chunks, uid_ranges
 from quotawatch.mail.session import Keep
@@ -16,6 +16,10 @@ DELETED = b"\\Deleted"
 CHANGED = "flagged, unseen or otherwise changed since the plan; left in place"
 MODIFIED = "changed since the plan (the server reported it MODIFIED); left in place, not marked"
 UNMARKED = "became protected after it was marked \\Deleted; the mark was taken off again"
+GONE = "no longer on the server when its batch began"
+STAYED = "still on the server after the command"
+_FETCH_UID = re.compile(rb"\d+ \((?:.* )?UID (\d+)[ )]")
+_FETCH_FLAGS = re.compile(rb"FLAGS \(([^()]*)\)")
 
 Act = Callable[[list[int], Keep, MutableMapping[int | str, str]], list[int]]
 
@@ -25,6 +29,23 @@ def modseq_of(value: Any) -> int | None:
     if isinstance(value, tuple) and len(value) == 1:
         value = value[0]
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def stored_flags(data: Sequence[Any]) -> dict[int, list[bytes]] | None:
+    """UID -> flags of the FETCH responses a non-silent ``UID STORE`` returns (the last response
+    of a UID wins); responses without UID (another session's change, by sequence number) are
+    skipped. None when a response cannot be read (a literal): the caller looks another way."""
+    out: dict[int, list[bytes]] = {}
+    for part in data:
+        if not isinstance(part, bytes):
+            return None
+        uid, flags = _FETCH_UID.match(part), _FETCH_FLAGS.search(part)
+        if uid is None:
+            continue
+        if flags is None:
+            return None
+        out[int(uid.group(1))] = flags.group(1).upper().split()
+    return out
 
 
 def _protected(keep: Keep) -> bytes:
@@ -38,12 +59,19 @@ class RemovalOps:
     """The removing half of RetentionOps (its base class): what it needs of the session is
     declared here. It never sends a bare EXPUNGE or CLOSE.
 
-    Each chunk of planned UIDs goes through: a server-side re-selection with the rule's
-    protections; the mark ``UID STORE (UNCHANGEDSINCE m) +FLAGS.SILENT (\\Deleted)`` (with
-    CONDSTORE; else a plain STORE), whose ``[MODIFIED ...]`` UIDs are left alone; a last look for
-    marked messages that became protected meanwhile, which get their mark taken off again; then
-    ``UID EXPUNGE`` of exactly what stays marked. Between that last look and UID EXPUNGE one
-    round trip remains in which a change goes unseen: IMAP has no conditional EXPUNGE.
+    Each chunk of planned UIDs goes through: the mark ``UID STORE (UNCHANGEDSINCE m) +FLAGS
+    (\\Deleted)`` (with CONDSTORE), whose ``[MODIFIED ...]`` UIDs are left alone and whose FETCH
+    answers name every message it marked (a planned UID it names neither way no longer existed);
+    without CONDSTORE a server-side re-selection with the rule's protections (after a NOOP) and a
+    plain ``+FLAGS.SILENT``; then a last look for marked messages that became protected
+    meanwhile, which get their mark taken off again; then ``UID EXPUNGE`` of exactly what stays
+    marked. Between that last look and UID EXPUNGE one round trip remains in which a change goes
+    unseen: IMAP has no conditional EXPUNGE. What left is read from the server's VANISHED answers
+    (QRESYNC), else searched for (``UID SEARCH UID <set>``).
+
+    With CONDSTORE the re-selection before the mark would add nothing: a message the user
+    flagged, or changed in any other way, since the plan has a mod-sequence above ``m`` and is
+    reported MODIFIED instead of marked, and a message that is gone is not named in the answer.
 
     One ``UNCHANGEDSINCE`` value serves a whole chunk: the largest planned mod-sequence. That is
     exact because planning dropped every candidate whose mod-sequence was above the folder's
@@ -67,6 +95,12 @@ class RemovalOps:
         raise NotImplementedError
 
     def _run(self, name: str, line: bytes, *want: bytes) -> dict[bytes, list[Any]]:
+        raise NotImplementedError
+
+    def _command(self, name: str, line: bytes, *want: bytes) -> tuple[str, dict[bytes, list[Any]]]:
+        raise NotImplementedError
+
+    def _gone(self, uids: Sequence[int]) -> set[int] | None:
         raise NotImplementedError
 
     def _search_uids(self, uid_set: str, keys: bytes = b"") -> list[int]:
@@ -118,17 +152,33 @@ class RemovalOps:
     def _mark(
         self, uids: list[int], since: int | None, kept: MutableMapping[int | str, str]
     ) -> list[int]:
-        """``UID STORE +FLAGS.SILENT (\\Deleted)``, conditional with ``since``; the UIDs marked."""
+        """``UID STORE +FLAGS (\\Deleted)``, conditional with ``since``; the UIDs marked.
+
+        The conditional STORE is not silent: its FETCH answers name each message it marked; of a
+        UID neither named nor MODIFIED (gone, or already marked, as after a lost answer) a search
+        asks whether it carries the mark. Without a condition it is ``.SILENT``: the
+        re-selection before it said which exist."""
         uid_set = uid_ranges(uids).encode()
-        cond = b" (UNCHANGEDSINCE %d)" % since if since is not None else b""
-        line = b"UID STORE " + uid_set + cond + b" +FLAGS.SILENT (" + DELETED + b")"
-        typ, text, _ = imap_wire.command(self.client._imap, line, ())
-        if typ != "OK":
-            self.client._checkok("store", typ, [text])
-        modified = set(searches.modified_uids(text) or ()) if since is not None else set()
+        if since is None:
+            self._run("store", b"UID STORE " + uid_set + b" +FLAGS.SILENT (" + DELETED + b")")
+            return uids
+        line = b"UID STORE " + uid_set + b" (UNCHANGEDSINCE %d) +FLAGS (" % since + DELETED + b")"
+        text, got = self._command("store", line, b"FETCH")
+        modified = set(searches.modified_uids(text) or ())
         for uid in modified:
             kept[uid] = MODIFIED
-        return [u for u in uids if u not in modified]
+        rest = [u for u in uids if u not in modified]
+        flags = stored_flags(got[b"FETCH"]) or {}  # unreadable: every UID is asked about
+        marked = {u for u, f in flags.items() if DELETED.upper() in f}
+        # not named: gone, or its flags did not change (it carried \Deleted already, e.g. from
+        # a run whose answer was lost); the server tells which of them carry the mark
+        unnamed = [u for u in rest if u not in flags]
+        if unnamed:
+            marked.update(self._search_uids(uid_ranges(unnamed), b"DELETED"))
+        for uid in rest:
+            if uid not in marked:
+                kept[uid] = GONE if uid not in flags else CHANGED
+        return [u for u in rest if u in marked]
 
     def _recheck(
         self, folder: str, marked: list[int], keep: Keep, kept: MutableMapping[int | str, str]
@@ -161,26 +211,33 @@ class RemovalOps:
         act: Act,
         conditional: bool,
     ) -> int:
-        """Shared loop of delete and move: per chunk, re-select, act, count what left.
-        ``conditional``: the act stores with UNCHANGEDSINCE where there are mod-sequences, which
-        needs no fresh look before the re-selection."""
+        """Shared loop of delete and move: per chunk, re-select, act, count what left; every
+        UID left in place gets its reason in ``kept``. ``conditional``: the act stores with
+        UNCHANGEDSINCE where there are mod-sequences, which makes the re-selection redundant."""
         self._check(folder, uidvalidity, readonly=False, fresh=not uids)  # the probe selects afresh
         keep = keep or Keep()
         notes: MutableMapping[int | str, str] = kept if kept is not None else {}
         removed = 0
         for part in chunks(sorted({int(u) for u in uids})):
+            eligible = list(part)
             if not conditional or self._guard(part, keep) is None:
                 self._sync()
-            eligible = self._eligible(part, keep)
-            present = set(eligible)
-            for uid in part:
-                if uid not in present:
-                    notes[uid] = CHANGED  # or gone: the caller tells which by looking
+                eligible = self._eligible(part, keep)
+                left = [u for u in part if u not in set(eligible)]
+                exist = set(self._search_uids(uid_ranges(left))) if left else set()
+                for uid in left:
+                    notes[uid] = CHANGED if uid in exist else GONE
             if not eligible:
                 continue
             acted = act(eligible, keep, notes)
             if acted:
-                survivors = self._search_uids(uid_ranges(acted))
+                gone = self._gone(acted) if conditional else None  # delete: its own EXPUNGE
+                if gone is None:  # no VANISHED answers to go by: search for what is left
+                    survivors = self._search_uids(uid_ranges(acted))
+                else:
+                    survivors = [u for u in acted if u not in gone]
+                for uid in survivors:
+                    notes[uid] = STAYED
                 removed += len(acted) - len(survivors)
             self._drop_noise()
         return removed

@@ -52,9 +52,13 @@ class RetentionOps(RemovalOps):
     _selected: str | None
     _selected_readonly: bool
     _uidvalidity: int | None
-    #: whether ENABLE CONDSTORE was sent; HIGHESTMODSEQ of the last SELECT (None: not kept)
+    #: whether ENABLE was sent; HIGHESTMODSEQ of the last SELECT (None: not kept)
     _condstore_asked = False
     _highestmodseq: int | None = None
+    #: QRESYNC is on: the server names expunged messages by UID (VANISHED), collected in
+    #: ``_vanished`` for the current selection; None once an answer could not be read
+    _qresync = False
+    _vanished: set[int] | None = None
 
     def capabilities(self) -> frozenset[str]:
         raise NotImplementedError
@@ -69,9 +73,14 @@ class RetentionOps(RemovalOps):
         caps = self.capabilities()
         if not self._condstore_asked and {"CONDSTORE", "ENABLE"} <= caps:
             self._condstore_asked = True  # from now on SELECT reports HIGHESTMODSEQ
-            self._run("enable", b"ENABLE CONDSTORE", b"ENABLED")
+            if "QRESYNC" in caps:  # implies CONDSTORE; expunges are then reported by UID
+                got = self._run("enable", b"ENABLE QRESYNC", b"ENABLED")
+                self._qresync = b"QRESYNC" in b" ".join(got[b"ENABLED"]).upper().split()
+            else:
+                self._run("enable", b"ENABLE CONDSTORE", b"ENABLED")
         info = self.client.select_folder(folder, readonly=readonly)
         self._selected, self._selected_readonly = folder, readonly
+        self._vanished = set() if self._qresync else None
         self._uidvalidity = int(info[b"UIDVALIDITY"])
         highest = info.get(b"HIGHESTMODSEQ") if "CONDSTORE" in caps else None
         self._highestmodseq = int(highest) if highest is not None else None
@@ -98,10 +107,36 @@ class RetentionOps(RemovalOps):
     def _run(self, name: str, line: bytes, *want: bytes, body: int = 0) -> dict[bytes, list[Any]]:
         """One command line (arguments pre-quoted) through the lean reader; the untagged data
         named in ``want``; NO/BAD raise. ``body``: the largest message body it may return."""
-        typ, text, got = imap_wire.command(self.client._imap, line, want, body=body)
+        return self._command(name, line, *want, body=body)[1]
+
+    def _command(
+        self, name: str, line: bytes, *want: bytes, body: int = 0
+    ) -> tuple[str, dict[bytes, list[Any]]]:
+        """:meth:`_run` that also returns the tagged text; with QRESYNC it files the UIDs of
+        every VANISHED answer under the current selection."""
+        vanished = self._vanished is not None
+        typ, text, got = imap_wire.command(
+            self.client._imap, line, (*want, b"VANISHED") if vanished else want, body=body
+        )
+        if vanished:
+            for data in got.pop(b"VANISHED"):
+                uids = searches.parse_vanished(data)
+                if uids is None or self._vanished is None:
+                    self._vanished = None  # cannot be read: searches tell what is left
+                    break
+                self._vanished.update(uids)
         if typ != "OK":
             self.client._checkok(name, typ, [text])
-        return got
+        return text, got
+
+    def _gone(self, uids: Sequence[int]) -> set[int] | None:
+        """Those of ``uids`` the server reported expunged (VANISHED) since the folder was
+        selected; None when it does not report them by UID (no QRESYNC) or one answer could not
+        be read. A session's view of a folder loses a message only by reporting it, so this
+        is what ``UID SEARCH UID <set>`` would find missing, without asking."""
+        if self._vanished is None:
+            return None
+        return {u for u in uids if u in self._vanished}
 
     def _search_line(self, keys: bytes) -> list[int]:
         """One ``UID SEARCH <keys>``, answered as ESEARCH ``RETURN (ALL)`` ranges where offered."""
@@ -186,6 +221,9 @@ class RetentionOps(RemovalOps):
                     items.append(item)
             if query.older and "WITHIN" in caps:
                 keys += [b"OLDER", b"%d" % max(1, int(query.older.total_seconds()))]
+            audit = query.audit and not any(i.startswith(b"BODY") for i in items)
+            if audit:  # the fast parser reads one header item, last
+                items.append(_HEADER_MSGID)
             if query.larger_than is not None:
                 keys += [b"LARGER", b"%d" % int(query.larger_than)]
             if query.exclude_flagged:
@@ -208,7 +246,9 @@ class RetentionOps(RemovalOps):
                 if highest is not None and (modseq is None or modseq > highest):
                     continue  # changed while we planned: the next run looks again
                 arrived = _aware(got.get(b"INTERNALDATE"))
-                candidates.append(Candidate(uid, int(got[b"RFC822.SIZE"]), date, modseq, arrived))
+                size = int(got[b"RFC822.SIZE"])
+                meta = _meta(uid, got) if audit else None
+                candidates.append(Candidate(uid, size, date, modseq, arrived, meta))
             all_uids: tuple[int, ...] = ()
             if not server_age and query.before is not None:
                 all_uids = tuple(self._search(b"ALL", exists))
@@ -258,15 +298,7 @@ class RetentionOps(RemovalOps):
             fetched = self._fetch(
                 (int(u) for u in uids), [b"RFC822.SIZE", b"INTERNALDATE", _HEADER_MSGID]
             )
-        return {
-            uid: MessageMeta(
-                uid,
-                int(item[b"RFC822.SIZE"]),
-                imap_wire.header_value(item.get(b"BODY[HEADER.FIELDS (MESSAGE-ID)]"), "Message-ID"),
-                _aware(item.get(b"INTERNALDATE")),
-            )
-            for uid, item in fetched.items()
-        }
+        return {uid: _meta(uid, item) for uid, item in fetched.items()}
 
     def fetch_message(self, folder: str, uidvalidity: int | None, uid: int | str) -> bytes:
         """The full message (``BODY.PEEK[]``, so \\Seen is not set)."""
@@ -277,6 +309,16 @@ class RetentionOps(RemovalOps):
         if not isinstance(body, bytes):
             raise ProtocolError(self.account, f"UID {uid} is no longer in {folder}")
         return body
+
+
+def _meta(uid: int, item: dict[bytes, Any]) -> MessageMeta:
+    """What the audit log records of a message: size, Message-ID, INTERNALDATE."""
+    return MessageMeta(
+        uid,
+        int(item[b"RFC822.SIZE"]),
+        imap_wire.header_value(item.get(b"BODY[HEADER.FIELDS (MESSAGE-ID)]"), "Message-ID"),
+        _aware(item.get(b"INTERNALDATE")),
+    )
 
 
 def _heads(data: Sequence[Any]) -> list[bytes]:

@@ -78,3 +78,13 @@ def modified_uids(text: str) -> list[int] | None:
     there is none (every message was stored)."""
     m = _MODIFIED.search(text.encode("utf-8", "replace"))
     return parse_uid_set(m.group(1)) if m else None
+
+
+def parse_vanished(data: Any) -> list[int] | None:
+    """The UIDs of a ``* VANISHED [(EARLIER)] <set>`` response (RFC 7162); None if malformed."""
+    if not isinstance(data, bytes):
+        return None
+    words = data.split()
+    if len(words) == 2 and words[0].upper() == b"(EARLIER)":
+        words = words[1:]
+    return parse_uid_set(words[0]) if len(words) == 1 else None
