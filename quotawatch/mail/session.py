@@ -156,8 +156,16 @@ class MailboxSession(Protocol):
         """Take ``\\Deleted`` off exactly these messages (POP3: nothing to do)."""
         ...
 
-    def clock_probe(self, folder: str, now: datetime, slack: timedelta) -> ClockProbe | None:
-        """The server's view of the time on one message of ``folder``; None if it has none."""
+    def clock_probe(
+        self,
+        folder: str,
+        now: datetime,
+        slack: timedelta,
+        sample: tuple[int | str, datetime] | None = None,
+    ) -> ClockProbe | None:
+        """The server's view of the time on one message of ``folder``; None if it has none.
+        ``sample``: (UID, INTERNALDATE) of a message of ``folder`` the caller just read, which
+        a server with WITHIN can judge the clock on without looking for its newest message."""
         ...
 
     def commit(self) -> None:

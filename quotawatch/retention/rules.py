@@ -128,12 +128,18 @@ def check_clock(
     state: State,
     now: datetime,
     slack: timedelta = SLACK,
+    sample: FolderSelection | None = None,
 ) -> None:
     """Raise ClockError unless ``now`` is plausible by the server (clock.judge); the evidence is
-    probed on the first of ``folders`` that holds mail, and kept only from a plausible run."""
+    probed on the first of ``folders`` that holds mail, and kept only from a plausible run.
+    ``sample``: the selection just read in ``folders[0]``, whose newest candidate the server
+    may judge the clock on in the same round trip as anything else (see clock_probe)."""
+    arrived = [(c.arrived, c.uid) for c in sample.candidates if c.arrived] if sample else []
+    latest = max(arrived, default=None)
     probe = None
-    for folder in folders:
-        probe = session.clock_probe(folder, now, slack)
+    for n, folder in enumerate(folders):
+        hint = (latest[1], latest[0]) if latest is not None and n == 0 else None
+        probe = session.clock_probe(folder, now, slack, hint)
         if probe is not None:
             break
     newest, last = state.clock_evidence(account.name)
@@ -174,9 +180,10 @@ def plan_account(
         f for name, rule in used.items() for f in resolve_folders(name, rule, snapshot.folders)[0]
     ]
     full = [f.name for f in snapshot.folders if f.messages]
-    check_clock(
-        session, account, [f for f in targets if f in full] or full[:1], state, now, clock_slack
-    )
+    probed = [f for f in targets if f in full] or full[:1]
+    # the clock is judged after the first search (read-only: nothing stamped or planned yet),
+    # on what it found where it can be; before anything that records first-seen times
+    unjudged = True
     for name, rule in used.items():
         folders, notes = resolve_folders(name, rule, snapshot.folders)
         if rule.move_target is not None:
@@ -194,12 +201,18 @@ def plan_account(
                 continue
             query = search_query(rule, folder, now, apply)
             sel = session.select_candidates(folder, query)
+            if unjudged:
+                first = [folder, *(f for f in probed if f != folder)]
+                check_clock(session, account, first, state, now, clock_slack, sel)
+                unjudged = False
             if explain and not sel.candidates and sel.age_applied and session.protocol == "imap":
                 sel = explain_empty(session, query, sel)  # one line on why nothing
             sel, guard_notes = _dated(session, account, sel, state, now)
             notes += guard_notes
             per_folder.append(sel)
         selections.append(RuleSelection(name, tuple(per_folder), tuple(notes)))
+    if unjudged:  # nothing searched: the evidence is still recorded (and a bad clock reported)
+        check_clock(session, account, probed, state, now, clock_slack)
     return plan(snapshot, selections, used, Limits.of(account, used), now)
 
 

@@ -109,8 +109,14 @@ class GuardedSession:
     ) -> int:
         return self._go().move(folder, uidvalidity, uids, target, keep, kept)
 
-    def clock_probe(self, folder: str, now: datetime, slack: timedelta) -> ClockProbe | None:
-        return self._go().clock_probe(folder, now, slack)
+    def clock_probe(
+        self,
+        folder: str,
+        now: datetime,
+        slack: timedelta,
+        sample: tuple[int | str, datetime] | None = None,
+    ) -> ClockProbe | None:
+        return self._go().clock_probe(folder, now, slack, sample)
 
     def marked_deleted(
         self, folder: str, uidvalidity: int | None, uids: Sequence[int | str]

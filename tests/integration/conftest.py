@@ -30,6 +30,7 @@ All tests below this directory get the ``integration`` marker.
 
 from __future__ import annotations
 
+import imaplib
 import itertools
 import os
 import secrets
@@ -174,3 +175,21 @@ def user(dovecot: Dovecot) -> SandboxUser:
     password = secrets.token_urlsafe(12)
     dovecot.add_user(name, password)
     return SandboxUser(name, password, dovecot)
+
+
+@pytest.fixture
+def lines(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The first words of each command quotawatch sends (never a login's arguments)."""
+    out: list[str] = []
+    original = imaplib.IMAP4.send
+
+    def send(self: imaplib.IMAP4, data: bytes) -> None:
+        for line in bytes(data).split(b"\r\n"):  # a write may carry several commands
+            words = line.split()
+            if len(words) > 1 and words[0].isalnum() and words[1].isalpha():
+                keep = 1 if words[1].upper() in (b"AUTHENTICATE", b"LOGIN") else 8
+                out.append(b" ".join(words[1 : 1 + keep]).decode())
+        original(self, data)
+
+    monkeypatch.setattr(imaplib.IMAP4, "send", send)
+    return out

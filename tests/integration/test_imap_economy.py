@@ -229,24 +229,6 @@ def test_a_later_quota_read_is_alone_and_a_change_drops_the_kept_folders(
     ]  # fmt: skip
 
 
-@pytest.fixture
-def lines(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The first words of each command quotawatch sends (never a login's arguments)."""
-    out: list[str] = []
-    original = imaplib.IMAP4.send
-
-    def send(self: imaplib.IMAP4, data: bytes) -> None:
-        for line in bytes(data).split(b"\r\n"):  # a write may carry several commands
-            words = line.split()
-            if len(words) > 1 and words[0].isalnum() and words[1].isalpha():
-                keep = 1 if words[1].upper() in (b"AUTHENTICATE", b"LOGIN") else 3
-                out.append(b" ".join(words[1 : 1 + keep]).decode())
-        original(self, data)
-
-    monkeypatch.setattr(imaplib.IMAP4, "send", send)
-    return out
-
-
 def test_a_cleanup_reads_the_audit_data_with_the_plan_and_learns_the_outcome_from_the_answers(
     tmp_path: Path, user: Any, lines: list[str]
 ) -> None:

@@ -6,6 +6,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from quotawatch.config.secrets import SecretCache
 from quotawatch.service.jobs import run_account
 from quotawatch.state import State
@@ -32,6 +34,25 @@ def test_a_clock_a_year_ahead_deletes_nothing_and_reports_clock(tmp_path: Path, 
     plan, result = base.run(config, account, apply=True)
     assert plan.ok and base.planned(plan) == trash[:3] and result is not None and result.ok
     assert base.uids_in(user, "Trash") == trash[3:]
+
+
+@pytest.mark.parametrize("skew", [2, -2], ids=["2h-ahead", "2h-behind"])
+def test_a_clock_hours_off_is_caught_on_the_candidates_the_plan_found(
+    tmp_path: Path, user: Any, skew: int, lines: list[str]
+) -> None:
+    """The server judges the clock on the newest candidate in the search's own selection; a
+    candidate that fails the combined question is asked about one question at a time."""
+    trash = trash_with_young_and_old(user)
+    config, account, _ = base.setup(tmp_path, user, ["trash-30d"], max_delete_fraction=1.0)
+    plan, result = base.run(config, account, apply=True, now=base.NOW + timedelta(hours=skew))
+    assert plan.reason == "clock" and plan.error is not None
+    assert ("ahead" if skew > 0 else "behind") in plan.error
+    assert result is not None and result.messages == 0 and base.uids_in(user, "Trash") == trash
+    assert any("NOT YOUNGER" in line for line in lines), lines  # the sample was tried first
+    lines.clear()
+    plan, result = base.run(config, account, apply=True)
+    assert plan.ok and base.planned(plan) == trash[:3] and result is not None and result.ok
+    assert lines.count('EXAMINE "Trash"') == 1 and not any("FETCH *" in x for x in lines), lines
 
 
 def test_checks_and_warnings_go_on_while_cleanup_stops(tmp_path: Path, user: Any) -> None:

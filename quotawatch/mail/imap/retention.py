@@ -261,13 +261,32 @@ class RetentionOps(RemovalOps):
                 all_uids=all_uids,
             )
 
-    def clock_probe(self, folder: str, now: datetime, slack: timedelta) -> ClockProbe | None:
+    def clock_probe(
+        self,
+        folder: str,
+        now: datetime,
+        slack: timedelta,
+        sample: tuple[int | str, datetime] | None = None,
+    ) -> ClockProbe | None:
         """The newest message's INTERNALDATE and, with WITHIN, the server's own verdict on ``now``:
         by the server's clock that message is younger than (its age by ``now``) minus ``slack``
         when ``now`` runs ahead by more than ``slack``, and older than its age plus ``slack`` when
-        ``now`` lags behind. Its INTERNALDATE cancels out, whoever set it. None: empty folder."""
+        ``now`` lags behind. Its INTERNALDATE cancels out, whoever set it. None: empty folder.
+
+        With ``sample`` (a message the plan just fetched) and WITHIN, one search in the current
+        selection does: ``UID u NOT YOUNGER s NOT OLDER s'`` finds the message exactly when the
+        server finds the clock plausible; it must find it (a message gone meanwhile proves
+        nothing), else the two questions are asked one by one on the newest message."""
         with translate_errors(self.account, f"clock probe in {folder}"):
-            _uidvalidity, exists = self._select(folder, readonly=True)
+            _uidvalidity, exists = self._select(folder, readonly=True, fresh=False)
+            if sample is not None and "WITHIN" in self.capabilities():
+                uid, stamp = sample
+                younger, older = _within(now, stamp, slack)
+                keys = (
+                    b"NOT YOUNGER %d " % younger if younger >= 1 else b""
+                ) + b"NOT OLDER %d" % older
+                if self._search_uids(str(uid), keys):
+                    return ClockProbe(stamp, False, False)
             if exists == 0:
                 return None
             data = self._run("fetch", b"UID FETCH * (INTERNALDATE)", b"FETCH")[b"FETCH"]
@@ -283,8 +302,7 @@ class RetentionOps(RemovalOps):
                 return None
             if "WITHIN" not in self.capabilities():
                 return ClockProbe(stamp)
-            age, margin = (now - stamp).total_seconds(), slack.total_seconds()
-            younger, older = int(age - margin), max(1, int(age + margin) + 1)
+            younger, older = _within(now, stamp, slack)
             ahead = younger >= 1 and bool(self._search_uids(str(uid), b"YOUNGER %d" % younger))
             behind = bool(self._search_uids(str(uid), b"OLDER %d" % older))
             return ClockProbe(stamp, ahead, behind)
@@ -319,6 +337,14 @@ def _meta(uid: int, item: dict[bytes, Any]) -> MessageMeta:
         imap_wire.header_value(item.get(b"BODY[HEADER.FIELDS (MESSAGE-ID)]"), "Message-ID"),
         _aware(item.get(b"INTERNALDATE")),
     )
+
+
+def _within(now: datetime, stamp: datetime, slack: timedelta) -> tuple[int, int]:
+    """WITHIN ages (seconds) of a message that arrived at ``stamp``: by the server's clock it is
+    younger than the first when ``now`` runs ahead by more than ``slack``, older than the second
+    when ``now`` lags behind by more than that."""
+    age, margin = (now - stamp).total_seconds(), slack.total_seconds()
+    return int(age - margin), max(1, int(age + margin) + 1)
 
 
 def _heads(data: Sequence[Any]) -> list[bytes]:

@@ -393,6 +393,12 @@ class Pop3Session:
     ) -> None:
         """Nothing to take off: POP3 has no flags."""
 
-    def clock_probe(self, folder: str, now: datetime, slack: timedelta) -> ClockProbe | None:
+    def clock_probe(
+        self,
+        folder: str,
+        now: datetime,
+        slack: timedelta,
+        sample: tuple[int | str, datetime] | None = None,
+    ) -> ClockProbe | None:
         """POP3 shows no server time: the caller judges the clock by its own records."""
         return None
