@@ -48,6 +48,12 @@ def stored_flags(data: Sequence[Any]) -> dict[int, list[bytes]] | None:
     return out
 
 
+def _unprotected(keep: Keep) -> bytes:
+    """Search keys of messages the rule's protections let go (``ALL`` when there are none)."""
+    keys = [k for k, on in ((b"UNFLAGGED", keep.flagged), (b"SEEN", keep.unseen)) if on]
+    return b" ".join(keys) or b"ALL"
+
+
 def _protected(keep: Keep) -> bytes:
     """Search keys of messages the rule protects (empty: it protects nothing by flags)."""
     if keep.flagged and keep.unseen:
@@ -59,19 +65,20 @@ class RemovalOps:
     """The removing half of RetentionOps (its base class): what it needs of the session is
     declared here. It never sends a bare EXPUNGE or CLOSE.
 
-    Each chunk of planned UIDs goes through: the mark ``UID STORE (UNCHANGEDSINCE m) +FLAGS
-    (\\Deleted)`` (with CONDSTORE), whose ``[MODIFIED ...]`` UIDs are left alone and whose FETCH
-    answers name every message it marked (a planned UID it names neither way no longer existed);
-    without CONDSTORE a server-side re-selection with the rule's protections (after a NOOP) and a
-    plain ``+FLAGS.SILENT``; then a last look for marked messages that became protected
-    meanwhile, which get their mark taken off again; then ``UID EXPUNGE`` of exactly what stays
-    marked. Between that last look and UID EXPUNGE one round trip remains in which a change goes
-    unseen: IMAP has no conditional EXPUNGE. What left is read from the server's VANISHED answers
-    (QRESYNC), else searched for (``UID SEARCH UID <set>``).
+    Each chunk of planned UIDs goes through: the mark ``UID STORE (UNCHANGEDSINCE m)
+    +FLAGS.SILENT (\\Deleted)`` (with CONDSTORE), whose ``[MODIFIED ...]`` UIDs are left alone;
+    without CONDSTORE a server-side re-selection with the rule's protections (after a NOOP) and
+    a plain STORE; then, after a NOOP, one search for the marked UIDs that still exist, carry
+    the mark and are unprotected: exactly those are expunged with ``UID EXPUNGE``, and one that
+    became protected meanwhile gets its mark taken off again. Between that search and UID
+    EXPUNGE one round trip remains in which a change goes unseen: IMAP has no conditional
+    EXPUNGE. What left is read from the server's VANISHED answers (QRESYNC), else searched for
+    (``UID SEARCH UID <set>``).
 
     With CONDSTORE the re-selection before the mark would add nothing: a message the user
     flagged, or changed in any other way, since the plan has a mod-sequence above ``m`` and is
-    reported MODIFIED instead of marked, and a message that is gone is not named in the answer.
+    reported MODIFIED instead of marked; one that is gone is not found by the search after the
+    mark.
 
     One ``UNCHANGEDSINCE`` value serves a whole chunk: the largest planned mod-sequence. That is
     exact because planning dropped every candidate whose mod-sequence was above the folder's
@@ -131,10 +138,8 @@ class RemovalOps:
         """The UIDs of the chunk that still exist and are, by the server, still unprotected: the
         selection re-run just before the deed. (Mod-sequences are not searched here: Dovecot 2.3
         answers ``NOT MODSEQ n`` with nothing at all; the STORE condition covers them.)"""
-        keys = b" ".join(
-            k for k in (b"UNFLAGGED" if keep.flagged else b"", b"SEEN" if keep.unseen else b"") if k
-        )
-        return self._search_uids(uid_ranges(part), keys)
+        keys = _unprotected(keep)
+        return self._search_uids(uid_ranges(part), b"" if keys == b"ALL" else keys)
 
     def _unchanged(
         self, uids: list[int], keep: Keep, kept: MutableMapping[int | str, str]
@@ -152,54 +157,46 @@ class RemovalOps:
     def _mark(
         self, uids: list[int], since: int | None, kept: MutableMapping[int | str, str]
     ) -> list[int]:
-        """``UID STORE +FLAGS (\\Deleted)``, conditional with ``since``; the UIDs marked.
-
-        The conditional STORE is not silent: its FETCH answers name each message it marked; of a
-        UID neither named nor MODIFIED (gone, or already marked, as after a lost answer) a search
-        asks whether it carries the mark. Without a condition it is ``.SILENT``: the
-        re-selection before it said which exist."""
+        """``UID STORE +FLAGS.SILENT (\\Deleted)``, conditional with ``since``; the UIDs not
+        reported MODIFIED (a UID that no longer exists is simply not marked)."""
         uid_set = uid_ranges(uids).encode()
-        if since is None:
-            self._run("store", b"UID STORE " + uid_set + b" +FLAGS.SILENT (" + DELETED + b")")
-            return uids
-        line = b"UID STORE " + uid_set + b" (UNCHANGEDSINCE %d) +FLAGS (" % since + DELETED + b")"
-        text, got = self._command("store", line, b"FETCH")
-        modified = set(searches.modified_uids(text) or ())
+        cond = b" (UNCHANGEDSINCE %d)" % since if since is not None else b""
+        text, _ = self._command(
+            "store", b"UID STORE " + uid_set + cond + b" +FLAGS.SILENT (" + DELETED + b")"
+        )
+        modified = set(searches.modified_uids(text) or ()) if since is not None else set()
         for uid in modified:
             kept[uid] = MODIFIED
-        rest = [u for u in uids if u not in modified]
-        flags = stored_flags(got[b"FETCH"]) or {}  # unreadable: every UID is asked about
-        marked = {u for u, f in flags.items() if DELETED.upper() in f}
-        # not named: gone, or its flags did not change (it carried \Deleted already, e.g. from
-        # a run whose answer was lost); the server tells which of them carry the mark
-        unnamed = [u for u in rest if u not in flags]
-        if unnamed:
-            marked.update(self._search_uids(uid_ranges(unnamed), b"DELETED"))
-        for uid in rest:
-            if uid not in marked:
-                kept[uid] = GONE if uid not in flags else CHANGED
-        return [u for u in rest if u in marked]
+        return [u for u in uids if u not in modified]
 
     def _recheck(
-        self, folder: str, marked: list[int], keep: Keep, kept: MutableMapping[int | str, str]
+        self,
+        folder: str,
+        marked: list[int],
+        keep: Keep,
+        kept: MutableMapping[int | str, str],
+        known: bool,
     ) -> list[int]:
-        """After the mark, before UID EXPUNGE: unmark what became protected; the UIDs to expunge."""
+        """After the mark, before UID EXPUNGE: the marked UIDs that exist, carry the mark and are
+        unprotected now (``UID SEARCH UID <set> DELETED UNFLAGGED [SEEN]`` after a NOOP), which
+        are the ones to expunge; one that became protected gets its mark taken off again.
+        ``known``: a re-selection before the mark already found them, and without protections
+        there is nothing to look at; else the search also tells which are gone."""
         if self.before_expunge is not None:
             self.before_expunge(folder, list(marked))
-        keys = _protected(keep)
-        if not keys or not marked:
+        if not marked or (known and not _protected(keep)):
             return marked
-        self._sync()
-        turned = self._search_uids(uid_ranges(marked), keys)
-        if turned:
-            self._run(
-                "store",
-                b"UID STORE " + uid_ranges(turned).encode() + b" -FLAGS.SILENT (" + DELETED + b")",
-            )
-            for uid in turned:
-                kept[uid] = UNMARKED
-        gone = set(turned)
-        return [u for u in marked if u not in gone]
+        if _protected(keep):
+            self._sync()
+        doomed = self._search_uids(uid_ranges(marked), b"DELETED " + _unprotected(keep))
+        left = [u for u in marked if u not in set(doomed)]
+        if left:  # protected now (the answer names those whose mark it took off), or gone
+            line = b"UID STORE " + uid_ranges(left).encode() + b" -FLAGS (" + DELETED + b")"
+            _text, got = self._command("store", line, b"FETCH")
+            named = stored_flags(got[b"FETCH"])
+            for uid in left:
+                kept[uid] = UNMARKED if named is None or uid in named else GONE
+        return doomed
 
     def _remove(
         self,
@@ -287,8 +284,9 @@ class RemovalOps:
         def act(
             eligible: list[int], keep: Keep, notes: MutableMapping[int | str, str]
         ) -> list[int]:
-            marked = self._mark(eligible, self._guard(eligible, keep), notes)
-            doomed = self._recheck(folder, marked, keep, notes)
+            guard = self._guard(eligible, keep)
+            marked = self._mark(eligible, guard, notes)
+            doomed = self._recheck(folder, marked, keep, notes, guard is None)
             if doomed:
                 self._run("expunge", b"UID EXPUNGE " + uid_ranges(doomed).encode())
             return doomed
@@ -326,7 +324,7 @@ class RemovalOps:
                 return same
             self.client.copy(uid_ranges(eligible), target)
             marked = self._mark(eligible, self._guard(eligible, keep), notes)
-            doomed = self._recheck(folder, marked, keep, notes)
+            doomed = self._recheck(folder, marked, keep, notes, True)
             if doomed:
                 self._run("expunge", b"UID EXPUNGE " + uid_ranges(doomed).encode())
             return doomed
