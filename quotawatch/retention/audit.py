@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 #: one shared encoder: ``json.dumps`` with options builds a new one per call
 _encode = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
+#: an entry as its audit line (without the newline)
+encode = _encode
 
 
 def append_synced(path: Path, text: str) -> None:
@@ -43,11 +45,14 @@ class AuditLog:
 
     def record_many(self, entries: Iterable[dict[str, Any]]) -> None:
         """Append entries with one write and one fsync."""
-        text = "".join(_encode(e) + "\n" for e in entries)
-        if not text:
+        self.record_lines([_encode(e) for e in entries])
+
+    def record_lines(self, lines: Sequence[str]) -> None:
+        """Append entries already encoded (:func:`encode`), one write and one fsync."""
+        if not lines:
             return
         with self._lock:
-            append_synced(self.path, text)
+            append_synced(self.path, "".join(line + "\n" for line in lines))
 
     def entries(self) -> Iterator[dict[str, Any]]:
         """Every entry so far, oldest first (for tests and reports)."""

@@ -93,10 +93,10 @@ class _Run:
     def entries(
         self, a: PlannedAction, metas: Sequence[MessageMeta], paths: Mapping[Any, Path]
     ) -> list[dict[str, Any]]:
-        when = self.clock()
+        when, now = self.clock().isoformat(), self.now.isoformat()
         out = []
         for m in metas:
-            e = entry(self.plan, a, m, "intent", when, self.now)
+            e = entry(self.plan, a, m, "intent", when, now)
             if m.uid in paths:
                 e["archive_path"] = str(paths[m.uid])
             out.append(e)

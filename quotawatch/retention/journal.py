@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from quotawatch.errors import StateError
-from quotawatch.retention.audit import AuditLog, append_synced
+from quotawatch.retention.audit import AuditLog, append_synced, encode
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _encode = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
@@ -53,20 +53,26 @@ class Journal:
         except OSError as exc:
             raise StateError(account, str(path), exc) from None
 
-    def _audit(self, account: str, entries: Sequence[dict[str, Any]]) -> None:
+    def _audit(self, account: str, lines: Sequence[str]) -> None:
         try:
-            self.audit.record_many(entries)
+            self.audit.record_lines(lines)
         except OSError as exc:
             raise StateError(account, str(self.audit.path), exc) from None
 
     def intend(self, account: str, entries: Sequence[dict[str, Any]]) -> None:
-        """Record that these messages are about to be removed; StateError if that is impossible."""
+        """Record that these messages are about to be removed; StateError if that is impossible.
+        Each intent is encoded once: the audit line, and inside ``{"open": ...}`` the journal's."""
         if not entries:
             return
         with self._lock:
             keys = self._open_keys(account)
-            self._audit(account, [{**e, "status": "intent"} for e in entries])
-            self._append(account, [{"open": e} for e in entries])
+            lines = [encode({**e, "status": "intent"}) for e in entries]
+            self._audit(account, lines)
+            path = self.path(account)
+            try:
+                append_synced(path, "".join(f'{{"open": {line}}}\n' for line in lines))
+            except OSError as exc:
+                raise StateError(account, str(path), exc) from None
             keys.update(key(e) for e in entries)
 
     def settle(self, account: str, outcomes: Sequence[dict[str, Any]]) -> None:
@@ -75,7 +81,7 @@ class Journal:
             return
         with self._lock:
             keys = self._open_keys(account)
-            self._audit(account, outcomes)
+            self._audit(account, [encode(e) for e in outcomes])
             self._append(account, [{"settled": [list(key(e)) for e in outcomes]}])
             keys.difference_update(key(e) for e in outcomes)
             if not keys:

@@ -73,12 +73,18 @@ class CleanupResult:
 
 
 def entry(
-    plan: Plan, a: PlannedAction, m: MessageMeta, status: str, when: datetime, now: datetime
+    plan: Plan,
+    a: PlannedAction,
+    m: MessageMeta,
+    status: str,
+    when: datetime | str,
+    now: datetime | str,
 ) -> dict[str, Any]:
-    """One audit/journal line of message ``m`` of action ``a``."""
+    """One audit/journal line of message ``m`` of action ``a``; ``when`` and ``now`` may come as
+    their ISO text already (the same for a whole batch)."""
     return {
-        "time": when.isoformat(),
-        "run": now.isoformat(),
+        "time": when if isinstance(when, str) else when.isoformat(),
+        "run": now if isinstance(now, str) else now.isoformat(),
         "account": plan.account,
         "folder": a.folder,
         "uidvalidity": a.uidvalidity,
