@@ -21,7 +21,6 @@ from quotawatch.errors import (
 )
 from quotawatch.mail.session import MailboxSession, MessageMeta
 from quotawatch.model import QuotaResource
-from quotawatch.retention.archive import Archive
 from quotawatch.retention.audit import AuditLog
 from quotawatch.retention.journal import Journal
 from quotawatch.retention.planner import Plan, PlannedAction
@@ -127,11 +126,11 @@ class _Run:
         t = _Tally(a)
         self.tallies.append(t)
         self.remove(a, ())  # probe: capabilities and UIDVALIDITY, before anything is touched
-        archive = (
-            Archive(Path(a.archive_dir), self.plan.account)
-            if kind == "archive" and a.archive_dir
-            else None
-        )
+        archive = None
+        if kind == "archive" and a.archive_dir:  # the mailbox module loads only for archives
+            from quotawatch.retention.archive import Archive
+
+            archive = Archive(Path(a.archive_dir), self.plan.account)
         # read when planning (delete only): a UID names one message, unchanged, for as long as
         # the UIDVALIDITY the removal insists on; which still exist the removal tells (``kept``)
         known = {m.uid: m for m in a.metas} if kind == "delete" and not deferred else {}

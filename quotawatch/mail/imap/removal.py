@@ -189,7 +189,8 @@ class RemovalOps:
         if _protected(keep):
             self._sync()
         doomed = self._search_uids(uid_ranges(marked), b"DELETED " + _unprotected(keep))
-        left = [u for u in marked if u not in set(doomed)]
+        found = set(doomed)
+        left = [u for u in marked if u not in found]
         if left:  # protected now (the answer names those whose mark it took off), or gone
             line = b"UID STORE " + uid_ranges(left).encode() + b" -FLAGS (" + DELETED + b")"
             _text, got = self._command("store", line, b"FETCH")

@@ -352,8 +352,8 @@ def _heads(data: Sequence[Any]) -> list[bytes]:
 
 
 def _aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
+    if value is None or value.tzinfo is UTC:  # the fast parser's dates are UTC already
+        return value
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
