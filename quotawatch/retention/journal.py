@@ -16,6 +16,8 @@ from quotawatch.retention.audit import AuditLog, append_synced, encode
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _encode = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
+_INTENT = '"status": "intent"'
+_MISSING = object()
 
 
 def key(entry: dict[str, Any]) -> tuple[str, int | None, str]:
@@ -40,6 +42,9 @@ class Journal:
         self._lock = threading.Lock()
         #: open keys per account, read from the file once, then kept in step with it
         self._keys: dict[str, set[tuple[str, int | None, str]]] = {}
+        #: the intents of open batches as journaled and as encoded, by key: an outcome that
+        #: differs only in its status is the same line with the status replaced
+        self._lines: dict[tuple[str, int | None, str], tuple[dict[str, Any], str]] = {}
 
     def path(self, account: str) -> Path:
         digest = hashlib.sha256(account.encode("utf-8")).hexdigest()[:12]
@@ -66,14 +71,31 @@ class Journal:
             return
         with self._lock:
             keys = self._open_keys(account)
-            lines = [encode({**e, "status": "intent"}) for e in entries]
+            intents = [{**e, "status": "intent"} for e in entries]
+            lines = [encode(e) for e in intents]
             self._audit(account, lines)
             path = self.path(account)
             try:
                 append_synced(path, "".join(f'{{"open": {line}}}\n' for line in lines))
             except OSError as exc:
                 raise StateError(account, str(path), exc) from None
-            keys.update(key(e) for e in entries)
+            for e, line in zip(intents, lines, strict=True):
+                k = key(e)
+                keys.add(k)
+                self._lines[k] = (e, line)
+
+    def _line(self, k: tuple[str, int | None, str], outcome: dict[str, Any]) -> str:
+        """The audit line of ``outcome``: its intent's line with the status replaced where
+        nothing else differs (JSON escapes every quote inside a value, so ``"status":
+        "intent"`` occurs once, as that item), else encoded afresh."""
+        known = self._lines.pop(k, None)
+        if known is not None:
+            intent, line = known
+            if len(intent) == len(outcome) and all(
+                outcome.get(f, _MISSING) == v for f, v in intent.items() if f != "status"
+            ):
+                return line.replace(_INTENT, '"status": ' + encode(outcome["status"]), 1)
+        return encode(outcome)
 
     def settle(self, account: str, outcomes: Sequence[dict[str, Any]]) -> None:
         """Audit ``outcomes`` (each with its ``status``), then close their intents."""
@@ -81,9 +103,10 @@ class Journal:
             return
         with self._lock:
             keys = self._open_keys(account)
-            self._audit(account, [encode(e) for e in outcomes])
-            self._append(account, [{"settled": [list(key(e)) for e in outcomes]}])
-            keys.difference_update(key(e) for e in outcomes)
+            settled = [key(e) for e in outcomes]
+            self._audit(account, [self._line(k, e) for k, e in zip(settled, outcomes, strict=True)])
+            self._append(account, [{"settled": [list(k) for k in settled]}])
+            keys.difference_update(settled)
             if not keys:
                 with contextlib.suppress(OSError):  # an empty journal left behind is harmless
                     self.path(account).unlink()

@@ -70,3 +70,23 @@ def test_decide_pop3_uidls_have_no_uidvalidity() -> None:
     intents = [intent(u, "INBOX", None) for u in (1, 2)]
     s = decide(intents, present={("INBOX", None, "2")}, marked=set(), planned=set())
     assert [e["uid"] for e in s.done] == [1] and [e["uid"] for e in s.kept] == [2]
+
+
+def test_an_outcome_line_is_exactly_the_encoded_outcome(tmp_path: Path) -> None:
+    """The done line reuses the intent's encoding with the status replaced: the same bytes as
+    encoding the outcome, also when a value spells the status item; any other change re-encodes."""
+    from quotawatch.retention.audit import encode
+
+    audit = AuditLog(tmp_path / "audit.jsonl")
+    journal = Journal(audit)
+    odd = {**intent(1), "message_id": '<"status": "intent"@x>', "internaldate": None}
+    outcomes = [
+        {**odd, "status": "done"},
+        {**intent(2), "status": "done", "size": 11},  # differs: encoded afresh
+        {**intent(3), "status": "kept", "why": 'a "quoted" why'},
+        {**intent(4), "status": "uncertain"},
+    ]
+    journal.intend("a", [odd, intent(2), intent(3), intent(4)])
+    journal.settle("a", outcomes)
+    lines = audit.path.read_text(encoding="utf-8").splitlines()[4:]
+    assert lines == [encode(o) for o in outcomes]
