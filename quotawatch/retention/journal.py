@@ -17,7 +17,6 @@ from quotawatch.retention.audit import AuditLog, append_synced, encode
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _encode = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
 _INTENT = '"status": "intent"'
-_MISSING = object()
 
 
 def key(entry: dict[str, Any]) -> tuple[str, int | None, str]:
@@ -91,9 +90,7 @@ class Journal:
         known = self._lines.pop(k, None)
         if known is not None:
             intent, line = known
-            if len(intent) == len(outcome) and all(
-                outcome.get(f, _MISSING) == v for f, v in intent.items() if f != "status"
-            ):
+            if {**outcome, "status": "intent"} == intent:
                 return line.replace(_INTENT, '"status": ' + encode(outcome["status"]), 1)
         return encode(outcome)
 
