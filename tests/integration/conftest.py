@@ -7,6 +7,8 @@
 * ``dovecot_virtual``  -- session-wide server with a virtual ``Virtual/All`` (``\\All``) folder.
 * ``dovecot_plain``    -- session-wide server hiding CONDSTORE (with QRESYNC, which implies
                           it) and WITHIN: no mod-sequences, no server-side clock.
+* ``dovecot_noqresync`` -- session-wide server hiding QRESYNC only: CONDSTORE without
+                          expunges reported by UID (as Gmail).
 * ``dovecot_exchange`` -- session-wide server that looks like Exchange Online over IMAP: no
                           QUOTA, STATUS=SIZE, LIST-STATUS, SPECIAL-USE or SAVEDATE.
 * ``oauth``            -- session-wide local OAuth2/OpenID provider over TLS
@@ -116,6 +118,11 @@ def dovecot_virtual() -> Iterator[Dovecot]:
 @pytest.fixture(scope="session")
 def dovecot_plain() -> Iterator[Dovecot]:
     yield from _serve("plain", ("CONDSTORE", "QRESYNC", "WITHIN"))
+
+
+@pytest.fixture(scope="session")
+def dovecot_noqresync() -> Iterator[Dovecot]:
+    yield from _serve("noqresync", ("QRESYNC",))
 
 
 @pytest.fixture(scope="session")

@@ -25,15 +25,18 @@ from tests.integration import test_retention as base
 FLAGGED, SEEN, DELETED = imapclient.FLAGGED, imapclient.SEEN, imapclient.DELETED
 
 
-@pytest.fixture(params=["condstore", "plain"])
-def any_user(request: pytest.FixtureRequest, user: Any, dovecot_plain: Dovecot) -> Any:
-    """The same test with the default Dovecot (CONDSTORE) and with one that hides it: there
-    protections are re-checked by search alone."""
-    if request.param == "plain":
-        dovecot_plain.add_user(user.name, user.password)
-        user = type(user)(user.name, user.password, dovecot_plain)
+@pytest.fixture(params=["condstore", "noqresync", "plain"])
+def any_user(request: pytest.FixtureRequest, user: Any) -> Any:
+    """The same test with the default Dovecot (CONDSTORE and QRESYNC), with one that hides
+    QRESYNC (what went is searched for, not read from VANISHED) and with one that hides both:
+    there protections are re-checked by search alone."""
+    if request.param != "condstore":
+        server: Dovecot = request.getfixturevalue(f"dovecot_{request.param}")
+        server.add_user(user.name, user.password)
+        user = type(user)(user.name, user.password, server)
     caps = base.session_caps(user)
-    assert ("CONDSTORE" in caps) is (request.param == "condstore"), caps
+    assert ("CONDSTORE" in caps) is (request.param != "plain"), caps
+    assert ("QRESYNC" in caps) is (request.param == "condstore"), caps
     return user
 
 
