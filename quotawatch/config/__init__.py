@@ -1,4 +1,13 @@
-"""The YAML config: pydantic models (which double as the reference) and a loader that reports every problem at once."""
+"""Stage 1, config: the YAML file, read and checked before anything touches a server.
+
+Takes a path (and, for account sources, their already-read user lists); gives a validated
+``Config`` of frozen pydantic models (which double as the README's reference) or a
+``ConfigError`` listing every problem at once as ``FILE: dotted.path: message``. ``account``
+holds accounts, templates and sources, ``rules`` the retention rules, ``service`` schedule,
+metrics, SMTP and warnings, ``secrets`` the password and key readers, ``files`` the offline
+checks of paths (``config check``), ``profiles``/``oauth2`` provider defaults and sign-in.
+Never imports mail, retention, warnings, service or state: it is the first stage.
+"""
 
 from __future__ import annotations
 

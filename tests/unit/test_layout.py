@@ -1,7 +1,9 @@
 """The package layout tells the data flow; these import rules keep that picture true.
 
-Every import counts, also one inside a function (a "lazy" import) and ``importlib.import_module``
-with a literal name: a forbidden edge is forbidden wherever it hides.
+Every import counts, also one inside a function (a "lazy" import) and a dynamic one
+(``importlib.import_module``, ``__import__``, ``extras.require``) with a literal name: a forbidden
+edge is forbidden wherever it hides. A dynamic import of a name made at run time is refused
+outside the extras loader, since no rule could see where it leads.
 """
 
 from __future__ import annotations
@@ -60,6 +62,14 @@ BASE = (
 STAGES = ("quotawatch.config", "quotawatch.mail", "quotawatch.retention", "quotawatch.warnings", "quotawatch.service", "quotawatch.cli")  # fmt: skip
 #: protocol libraries only the mail adapters may use (python-ldap: mail.ldap, the directory)
 PROTOCOL_LIBS = ("imapclient", "imaplib", "poplib", "ldap", "ldapurl")
+#: calls that import a module named by their first argument: ``importlib.import_module``,
+#: ``__import__`` and ``quotawatch.extras.require`` (the optional extras)
+DYNAMIC_IMPORTERS = {"import_module", "__import__", "require"}
+#: the edge recorded for such a call whose name is not a literal: the graph cannot see its target
+DYNAMIC = "<a module named at run time>"
+#: the only modules allowed one: the extras loader itself, and the OAuth2 providers' ``need``,
+#: whose callers name their (optional, non-quotawatch) library by a literal
+DYNAMIC_OK = ("quotawatch.extras", "quotawatch.mail.oauth2.providers")
 
 
 def module_name(path: Path) -> str:
@@ -84,16 +94,19 @@ def imports_of(source: str, me: str, is_package: bool = False) -> set[str]:
                 base = ".".join([*anchor, base] if base else anchor)
             found.add(base)
             found.update(f"{base}.{a.name}" for a in node.names)
-        elif (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "import_module"
-            and node.args
-            and isinstance(node.args[0], ast.Constant)
-            and isinstance(node.args[0].value, str)
-        ):
-            found.add(node.args[0].value)
+        elif isinstance(node, ast.Call) and _called(node.func) in DYNAMIC_IMPORTERS and node.args:
+            name = node.args[0]
+            if isinstance(name, ast.Constant) and isinstance(name.value, str):
+                found.add(name.value)
+            else:
+                found.add(DYNAMIC)
     return found
+
+
+def _called(func: ast.expr) -> str | None:
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    return func.id if isinstance(func, ast.Name) else None
 
 
 def graph() -> dict[str, set[str]]:
@@ -114,6 +127,8 @@ def violations(edges: Mapping[str, Iterable[str]]) -> list[str]:
     out = []
     for importer, imported in edges.items():
         for target in imported:
+            if target == DYNAMIC and importer not in DYNAMIC_OK:
+                out.append(f"{importer} imports {target}: the import rules cannot see its edge")
             for src, dst, why in FORBIDDEN:
                 if _under(importer, src) and _under(target, dst):
                     out.append(f"{importer} imports {target}: {why}")
@@ -165,6 +180,27 @@ def test_lazy_and_dynamic_imports_count() -> None:
     found = imports_of(source, "quotawatch.retention.planner")
     assert {"quotawatch.mail.imap.session", "quotawatch.mail.pop3.session"} <= found
     assert violations({"quotawatch.retention.planner": found})
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        "from importlib import import_module\n    import_module('quotawatch.mail.pop3.session')",
+        "__import__('quotawatch.mail.pop3.session')",
+        "from quotawatch.extras import require\n    require('quotawatch.mail.pop3.session', extra='x')",
+    ],
+)
+def test_every_form_of_dynamic_import_counts(call: str) -> None:
+    found = imports_of(f"def f():\n    {call}\n", "quotawatch.warnings.decision")
+    assert "quotawatch.mail.pop3.session" in found
+    assert violations({"quotawatch.warnings.decision": found})
+
+
+def test_an_import_by_a_name_made_at_run_time_is_refused() -> None:
+    source = "import importlib\ndef f(x):\n    importlib.import_module('quotawatch.mail.' + x)\n"
+    found = imports_of(source, "quotawatch.retention.planner")
+    assert DYNAMIC in found
+    assert any("cannot see" in v for v in violations({"quotawatch.retention.planner": found}))
 
 
 def test_no_stage_imports_a_later_one_in_a_cycle() -> None:

@@ -164,7 +164,7 @@ class RenewingSession:
         self._inner.close()
 
     def __getattr__(self, name: str) -> Any:
-        """Adapter extras (POP3 ``vanished``, ``read_only_reason``) come from the inner session."""
+        """Anything beyond the interface (adapter-specific members) comes from the inner session."""
         if name.startswith("__") or name in ("_inner",):
             raise AttributeError(name)
         return getattr(self._inner, name)
