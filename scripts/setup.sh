@@ -4,9 +4,10 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${QW_VENV:-$REPO/.venv}"
 # libldap2-dev, libsasl2-dev: python-ldap (the ldap extra) builds from source; slapd, ldap-utils:
-# the sandbox directory of the LDAP account-source tests
+# the sandbox directory of the LDAP account-source tests; pipx: the install test runs README's
+# `pipx install .`
 APT_PACKAGES=(dovecot-imapd dovecot-pop3d dovecot-core prometheus imapfilter openssl systemd python3-venv
-              libldap2-dev libsasl2-dev slapd ldap-utils)
+              libldap2-dev libsasl2-dev slapd ldap-utils pipx)
 
 _as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 

@@ -86,7 +86,9 @@ class AccountFields(Strict):
     )
     password_env: str | None = Field(
         None,
-        description="Environment variable holding the password.",
+        description="Environment variable holding the password."
+        " The weakest choice: the value is readable in /proc/PID/environ and inherited by"
+        " child processes; prefer password_credential or password_file.",
         examples=["QW_ALICE_PASSWORD"],
     )
     password_credential: str | None = Field(

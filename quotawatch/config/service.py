@@ -193,7 +193,10 @@ class Smtp(Strict):
         examples=["/etc/quotawatch/smtp"],
     )
     password_env: str | None = Field(
-        None, description="Environment variable holding the SMTP password.", examples=["QW_SMTP"]
+        None,
+        description="Environment variable holding the SMTP password (the weakest choice, as for"
+        " accounts: readable in /proc/PID/environ; prefer password_credential).",
+        examples=["QW_SMTP"],
     )
     password_credential: str | None = Field(
         None, description="systemd credential holding the SMTP password.", examples=["smtp"]

@@ -14,9 +14,10 @@ from quotawatch.config import Rule, Warnings, load_config
 from quotawatch.config.url import parse_mailbox_url
 from quotawatch.logs import OneLineFormatter
 from quotawatch.mail.session import Candidate, FolderSelection
-from quotawatch.model import FolderInfo, QuotaResource, Snapshot
+from quotawatch.model import AccountReport, FolderInfo, QuotaResource, Snapshot
+from quotawatch.output import render_check, render_plans
 from quotawatch.retention.caps import Limits
-from quotawatch.retention.planner import RuleSelection, plan
+from quotawatch.retention.planner import Plan, PlannedAction, RuleSelection, plan
 from quotawatch.text import escape
 from quotawatch.units import format_percent
 from quotawatch.warnings.decision import Usage, WarningState, decide, why_not_due
@@ -128,6 +129,41 @@ def test_names_from_servers_are_escaped_in_tables_and_logs() -> None:
     record = logging.LogRecord("x", logging.INFO, "f", 1, "folder %s", ("A\r\nB",), None)
     line = OneLineFormatter("%(levelname)s %(message)s").format(record)
     assert line == "INFO folder A\\r\\nB" and record.getMessage() == "folder A\r\nB"
+
+
+def test_check_and_plan_tables_escape_names_from_servers() -> None:
+    """A folder name, note or error a server sends can't forge lines or colours in the output."""
+    evil = "Trash\r\nalice  ok  0 B\x1b[31m\x00"
+    snap = Snapshot(
+        account="alice",
+        protocol="imap",
+        taken_at=datetime(2026, 1, 1, tzinfo=UTC),
+        quota=(QuotaResource("User quota", "STORAGE", 10, 100),),
+        folders=(FolderInfo(evil, 3, 10),),
+    )
+    failed = AccountReport("bob", "imap", error="NO [ALERT] line one\r\nforged: ok", reason="auth")
+    check = render_check([AccountReport("alice", "imap", snapshot=snap), failed])
+    action = PlannedAction("trash", evil, "delete", (1, 2), 7, 10)
+    plan = Plan("alice", 0.1, 0.0, (action,), notes=(f"{evil}: 3 messages",))
+    shown = render_plans([(plan, None), (Plan("bob", None, None, (), error=evil), None)])
+    for out in (check, shown):
+        assert "\r" not in out and "\x1b" not in out and "\x00" not in out
+        assert not any(line.startswith(("alice  ok", "forged")) for line in out.splitlines())
+    assert "Trash\\r\\nalice  ok  0 B\\x1b[31m\\0" in check
+    assert "forged: ok" in check and "\\r\\nforged" in check
+    assert shown.count("Trash\\r\\n") == 3  # the action's folder, the note, the error
+
+
+def test_password_env_is_called_the_weakest_where_it_is_described() -> None:
+    from quotawatch.config import Account, Smtp
+
+    for model in (Account, Smtp):
+        text = model.model_fields["password_env"].description or ""
+        assert "/proc/PID/environ" in text and "password_credential" in text, model
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    security = readme[readme.index("## Security") :]
+    assert "`password_env` is the weakest" in " ".join(security.split())
+    assert "/proc/PID/environ" in security and "password_credential" in security
 
 
 def test_relative_paths_are_taken_from_the_config_folder(tmp_path: Path) -> None:
