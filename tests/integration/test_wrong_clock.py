@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from quotawatch.config.secrets import SecretCache
+from quotawatch.service.daemon import Daemon
 from quotawatch.service.jobs import run_account
 from quotawatch.state import State
 from sandbox.dovecot import Dovecot
 from tests.integration import test_retention as base
+from tests.support import imap_account, write_config
 
 YEAR = timedelta(days=365)
 
@@ -70,6 +74,46 @@ def test_checks_and_warnings_go_on_while_cleanup_stops(tmp_path: Path, user: Any
     assert job.report.ok and job.report.snapshot is not None  # the check itself succeeded
     assert [reason for reason, _ in job.failures] == ["clock"]
     assert job.cleanup is None and len(warned) == 1
+
+
+def test_the_daemon_counts_and_logs_a_clock_stop(
+    tmp_path: Path, user: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Through the daemon's job: the account's and the fleet's error counters go up by reason
+    ``clock`` (read back by name from the daemon's collector) and the ``clock account=`` line is
+    logged; nothing is deleted, and the check itself is stored as ok."""
+    trash = trash_with_young_and_old(user)
+    account = imap_account(user.dovecot, "skewed", user.name, user.password, tmp_path,
+                           rules=["trash-30d"], max_delete_fraction=1.0)  # fmt: skip
+    config = write_config(tmp_path, [account], rules=base.RULES,
+                          schedule={"interval": "15m", "jitter": "0s", "cleanup": True})  # fmt: skip
+    daemon = Daemon(str(config), clock=lambda: base.NOW + YEAR)
+    daemon.start(paused=True)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(daemon.collector)
+    mine = {"account": "skewed", "reason": "clock"}
+    try:
+        assert not registry.get_sample_value("quotawatch_account_errors_total", mine)
+        assert not registry.get_sample_value("quotawatch_errors_total", {"reason": "clock"})
+        with caplog.at_level(logging.WARNING):
+            result = daemon.run_job("skewed")
+        assert result is not None and [r for r, _ in result.failures] == ["clock"]
+        assert result.report.ok and result.cleanup is None
+        assert registry.get_sample_value("quotawatch_account_errors_total", mine) == 1
+        assert registry.get_sample_value("quotawatch_errors_total", {"reason": "clock"}) == 1
+        assert registry.get_sample_value("quotawatch_account_up", {"account": "skewed"}) == 1
+        clock_lines = [
+            r.getMessage() for r in caplog.records if r.getMessage().startswith("clock ")
+        ]
+        assert len(clock_lines) == 1 and clock_lines[0].startswith("clock account=skewed: ")
+        assert "cleanup stopped, checks and warnings go on" in clock_lines[0]
+        assert base.uids_in(user, "Trash") == trash
+        daemon.run_job("skewed")  # counted again at every stopped run, not only the first
+        assert registry.get_sample_value("quotawatch_account_errors_total", mine) == 2
+        assert registry.get_sample_value("quotawatch_errors_total", {"reason": "clock"}) == 2
+    finally:
+        daemon.stop()
+    assert base.uids_in(user, "Trash") == trash
 
 
 def test_a_clock_far_behind_deletes_nothing_and_leaves_no_false_records(
