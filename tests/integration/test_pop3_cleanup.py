@@ -149,6 +149,58 @@ def test_quit_without_its_ok_is_uncertain_and_reconciled(tmp_path: Path, user: A
     assert sorted(done) == sorted(before[2]), "each message done exactly once"
 
 
+def fetched_by_client(path: Path, user: Any, uidls: list[str]) -> None:
+    """A POP3 client's state file saying it has downloaded exactly these messages."""
+    path.write_text("".join(f"{user.name}@{user.dovecot.host} {u}\n" for u in uidls))
+
+
+@pytest.mark.parametrize("why", ["client-state", "rule-changed"])
+def test_quit_without_its_ok_then_no_longer_eligible_is_kept_not_deleted(
+    tmp_path: Path, user: Any, why: str
+) -> None:
+    """Still there after a lost QUIT reply but no longer eligible: not a candidate again, left on
+    the server, its ``uncertain`` entry settled ``kept`` (never ``done``); the ones that are still
+    eligible go, each audited done exactly once."""
+    deliver(user, [message(i) for i in range(4)])
+    uidls = server_view(user, tmp_path)[2]
+    fetchids = tmp_path / ".fetchids"
+    fetched_by_client(fetchids, user, uidls)  # the client has every message: all eligible
+    config, account = setup(tmp_path, user, client_state_file=str(fetchids))
+    run(config, account, user, T0, apply=False)
+    plan, result = run(config, account, user, T0 + timedelta(days=61), cut_before_quit=True)
+    assert [sorted(a.uids) for a in plan.actions] == [sorted(uidls)]
+    assert result is not None and result.unconfirmed == 1 and result.done[0].uncertain == 4
+    assert server_view(user, tmp_path)[2] == uidls, "this server never got the QUIT"
+
+    if why == "client-state":  # the client lost its state: two are no longer known downloaded
+        fetched_by_client(fetchids, user, uidls[:2])
+        eligible, ineligible = uidls[:2], uidls[2:]
+    else:  # the archive rule was taken out; the quota rule has no pressure to act on
+        config, account = setup(tmp_path, user, client_state_file=str(fetchids),
+                                rules=["pop-make-room"])  # fmt: skip
+        eligible, ineligible = [], uidls
+    plan, result = run(config, account, user, T0 + timedelta(days=62))
+    assert sorted(u for a in plan.actions for u in a.uids) == sorted(eligible), "not candidates"
+    assert server_view(user, tmp_path)[2] == ineligible, "left on the server"
+    if eligible:
+        assert result is not None and result.ok and result.messages == len(eligible)
+    else:
+        assert result is None
+    entries = audit_entries(config)
+    by_status = {s: sorted(e["uid"] for e in entries if e["status"] == s) for s in
+                 ("uncertain", "done", "kept")}  # fmt: skip
+    assert by_status == {"uncertain": sorted(uidls), "done": sorted(eligible),
+                         "kept": sorted(ineligible)}  # fmt: skip
+    assert all("not eligible" in e["why"] for e in entries if e["status"] == "kept")
+    assert not list((config.state_dir / "journal").glob("*")), "nothing left open"
+
+    plan, result = run(config, account, user, T0 + timedelta(days=63))  # and it stays that way
+    assert sorted(u for a in plan.actions for u in a.uids) == []
+    assert server_view(user, tmp_path)[2] == ineligible and len(audit_entries(config)) == len(
+        entries
+    )
+
+
 def test_lost_ok_after_quit_is_audited_done_by_uidl_next_run(tmp_path: Path, user: Any) -> None:
     """QUIT is executed by the server but its +OK never arrives: the next session finds the
     UIDLs gone and audits them done; nothing is deleted twice or reported as kept."""
