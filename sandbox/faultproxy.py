@@ -6,7 +6,10 @@ including SASL responses and IDLE's ``DONE``. ``cut_after_command=N`` forwards t
 Nth command, swallows the server's answer (the server still executes it) and then
 closes both sides, so the client sees EOF instead of the reply; ``cut_before_command=N``
 closes both sides without forwarding the Nth command; ``match=b"UID EXPUNGE"`` cuts after
-the first command containing those bytes. ``trickle`` (seconds per byte) and
+the first command containing those bytes. ``hold=b"UID STORE"`` forwards the first command
+containing those bytes and holds the server's answer (and all that follows) back from the
+client until :meth:`FaultProxy.release`; ``held`` is set once that command went to the
+server, so a test can act while the client waits inside it. ``trickle`` (seconds per byte) and
 ``fragment`` (one byte per send, TCP_NODELAY) slow or split the server->client stream.
 Faults apply only to connection number ``connection`` (1-based, default 1, ``None``:
 every connection); the others pass through untouched, so "the next run" works.
@@ -124,6 +127,7 @@ class _Link:
         self.client = client
         self.upstream = upstream
         self.cutting = threading.Event()  # set before the cut command is forwarded
+        self.holding = threading.Event()  # set before the held command is forwarded
         self.dead = threading.Event()
         self.tag = b""  # IMAP tag whose completion ends the swallowing
         self.active = time.monotonic()
@@ -152,6 +156,7 @@ class FaultProxy(LoopbackServer):
         cut_after_command: int | None = None,
         cut_before_command: int | None = None,
         match: bytes | None = None,
+        hold: bytes | None = None,
         connection: int | None = 1,
         trickle: float | None = None,
         fragment: bool = False,
@@ -167,6 +172,8 @@ class FaultProxy(LoopbackServer):
         cuts = [c for c in (cut_after_command, cut_before_command, match) if c is not None]
         if len(cuts) > 1 or (cuts and protocol == "raw"):
             raise ValueError("choose at most one of cut_after_command, cut_before_command, match")
+        if hold is not None and (cuts or protocol == "raw"):
+            raise ValueError("hold goes with no cut, and not with protocol raw")
         if any(n is not None and n < 1 for n in (cut_after_command, cut_before_command)):
             raise ValueError("command numbers start at 1")
         self.upstream = (upstream_host, upstream_port)
@@ -174,6 +181,10 @@ class FaultProxy(LoopbackServer):
         self.cut_after_command = cut_after_command
         self.cut_before_command = cut_before_command
         self.match = match
+        self.hold = hold
+        #: set once the first command containing ``hold`` was forwarded to the server
+        self.held = threading.Event()
+        self._released = threading.Event()
         self.connection = connection
         self.trickle = trickle
         self.fragment = fragment or trickle is not None
@@ -196,6 +207,10 @@ class FaultProxy(LoopbackServer):
     def cut_command(self) -> bytes | None:
         """The (redacted) command at which a connection was cut, if any."""
         return next((i.cut_command for i in list(self.connections) if i.cut), None)
+
+    def release(self) -> None:
+        """Deliver the held answer and everything after it; no further holds."""
+        self._released.set()
 
     def wait_closed(self, timeout: float = 10.0) -> bool:
         """Wait until every connection accepted so far is closed on both sides."""
@@ -301,9 +316,19 @@ class FaultProxy(LoopbackServer):
                             if not self.settle:
                                 shut(link.client)
                             return
+                        if self._holds(info, piece.unit):
+                            link.holding.set()  # before forwarding: the answer must wait
+                            self._send(link, link.upstream, piece.data)
+                            self.held.set()
+                            continue
                     self._send(link, link.upstream, piece.data)
         except OSError:
             link.kill()
+
+    def _holds(self, info: ProxyConnection, unit: bytes) -> bool:
+        return (
+            info.faulted and self.hold is not None and not self.held.is_set() and self.hold in unit
+        )
 
     def _answers(self, link: _Link, unit: bytes) -> bool:
         """Whether *unit* from the server completes the cut command."""
@@ -331,6 +356,11 @@ class FaultProxy(LoopbackServer):
                 shut(link.client, socket.SHUT_WR)
                 return
             link.info.bytes_down += len(data)
+            if link.holding.is_set():
+                while not self._released.wait(POLL):
+                    if self._stop.is_set() or link.dead.is_set():
+                        return
+                link.active = time.monotonic()
             units = splitter.feed(data) if splitter else []
             if not link.cutting.is_set():
                 self._deliver(link, data)

@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +17,8 @@ import pytest
 
 from quotawatch.config import load_config
 from quotawatch.state import State
+from sandbox.faultproxy import FaultProxy
+from tests.integration.test_fault_sweep import configure
 from tests.integration.test_pop3 import T0, message, pop_dict, server_view
 from tests.integration.test_retention import deliver, raw, setup, uids_in
 from tests.support import write_config
@@ -76,6 +79,75 @@ def test_a_signal_stops_cleanup_between_batches(
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert uids_in(user, "Trash") == []
     lines = [json.loads(x) for x in (config.state_dir / "audit.jsonl").read_text().splitlines()]
+    assert Counter(e["uid"] for e in lines if e["status"] == "done") == Counter(trash)
+
+
+@pytest.mark.parametrize(
+    ("signo", "inside"),
+    [(signal.SIGTERM, b"UID STORE"), (signal.SIGINT, b"UID EXPUNGE")],
+    ids=["SIGTERM-in-STORE", "SIGINT-in-EXPUNGE"],
+)
+def test_a_signal_inside_a_batch_finishes_that_batch(
+    tmp_path: Path, user: Any, signo: signal.Signals, inside: bytes
+) -> None:
+    """The signal lands while the server's answer to the first batch's ``UID STORE`` (or ``UID
+    EXPUNGE``) is held back by the fault proxy: that batch is finished and audited, no further
+    command is sent, the CLI says what was done and exits 128 + signal, and no message is left
+    marked ``\\Deleted`` (none without an audit entry); the next run does the rest."""
+    trash = deliver(user, "Trash", [(40, "S")] * 1200, size=200)
+    young = deliver(user, "Trash", [(2, "S")] * 3, size=200)
+    with FaultProxy(
+        user.dovecot.host, user.dovecot.imap_port, hold=inside, connection=None
+    ) as proxy:
+        configure(user, tmp_path, tmp_path / "state", proxy.port, rules=["trash-30d"],
+                  max_delete_messages=10_000)  # fmt: skip
+        path = tmp_path / "quotawatch.yaml"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "quotawatch", "cleanup", "--config", str(path), "--apply",
+             "--progress"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        )  # fmt: skip
+        assert proc.stderr is not None
+        safety = threading.Timer(60, proxy.release)  # never hang the suite if the CLI is silent
+        safety.start()
+        try:
+            assert proxy.held.wait(60), "the first batch's command never reached the server"
+            proc.send_signal(signo)  # the CLI is inside the batch, waiting for the answer
+            seen = []
+            for line in proc.stderr:
+                seen.append(line)
+                if "finishing the batch in flight" in line:
+                    break
+            proxy.release()
+            out, err = proc.communicate(timeout=120)
+        finally:
+            safety.cancel()
+            proxy.release()
+        err = "".join(seen) + err
+        assert f"{signo.name}: finishing the batch in flight" in err, err
+        assert proc.returncode == 128 + signo, (out, err)
+        assert f"stopped by {signo.name}" in err
+        left = uids_in(user, "Trash")
+        gone = sorted(set(trash) - set(left))
+        assert gone == trash[:500], "the batch in flight was finished, and nothing after it"
+        assert set(young) <= set(left), "nothing outside the plan is gone"
+        assert "delete 500 of 1200 planned from Trash" in out, out
+        with raw(user) as c:
+            c.select_folder("Trash", readonly=True)
+            assert c.search(["DELETED"]) == [], "nothing left marked for another client's EXPUNGE"
+        lines = [
+            json.loads(x) for x in (tmp_path / "state" / "audit.jsonl").read_text().splitlines()
+        ]
+        done = Counter(e["uid"] for e in lines if e["status"] == "done")
+        assert done == Counter(gone), "every message gone is audited done, exactly once"
+        assert not list((tmp_path / "state" / "journal").glob("*")), "no intent left open"
+        rerun = subprocess.run(
+            [sys.executable, "-m", "quotawatch", "cleanup", "--config", str(path), "--apply"],
+            capture_output=True, text=True, cwd=REPO, timeout=120,
+        )  # fmt: skip
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert uids_in(user, "Trash") == young
+    lines = [json.loads(x) for x in (tmp_path / "state" / "audit.jsonl").read_text().splitlines()]
     assert Counter(e["uid"] for e in lines if e["status"] == "done") == Counter(trash)
 
 

@@ -166,6 +166,21 @@ def test_cut_on_match_and_later_connections_pass(imap_server: HostileServer) -> 
     assert proxy.connections[0].commands == IMAP_COMMANDS[:5]
 
 
+def test_hold_keeps_the_answer_back_until_released(imap_server: HostileServer) -> None:
+    with FaultProxy(HOST, imap_server.port, hold=b"SELECT") as proxy, connect(proxy.port) as sock:
+        for out, end in IMAP_SCRIPT[:6]:
+            sock.sendall(out)
+            assert end in read(sock, until=end)
+        sock.sendall(b"a5 SELECT INBOX\r\n")
+        assert proxy.held.wait(5)  # forwarded to the server ...
+        assert read(sock, timeout=0.3) == b""  # ... and its answer waits
+        proxy.release()
+        assert b"a5 OK" in read(sock, until=b"a5 OK")
+        sock.sendall(b"a6 LOGOUT\r\n")
+        assert b"a6 OK" in read(sock, until=b"a6 OK")
+    assert not proxy.cut_happened and proxy.commands == IMAP_COMMANDS
+
+
 def test_each_cut_enumerates_every_imaplib_cut_point(imap_server: HostileServer) -> None:
     outcomes: list[bytes | None] = []
     for proxy in each_cut(HOST, imap_server.port):
