@@ -20,7 +20,9 @@ from quotawatch.retention.audit import AuditLog
 from quotawatch.service.daemon import Daemon
 from quotawatch.service.lock import lock_path
 from sandbox.dovecot import SandboxUser
-from tests.support import counter_value, imap_account, write_config
+from sandbox.faultproxy import FaultProxy
+from tests.integration.test_retention import deliver, uids_in
+from tests.support import counter_value, imap_account, secret_file, write_config
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = {"trash-30d": {"folders": ["\\Trash"], "older_than": "30d", "age": "received",
@@ -32,6 +34,10 @@ with open(sys.argv[1], "a") as f:
     print("held", flush=True)
     sys.stdin.read()  # until the test closes stdin
 """
+
+
+def quotawatch_args(*args: str) -> list[str]:
+    return [sys.executable, "-m", "quotawatch", *args]
 
 
 def quotawatch(*args: str) -> subprocess.CompletedProcess[str]:
@@ -140,3 +146,44 @@ def test_the_daemon_skips_a_locked_mailbox_and_counts_it(tmp_path: Path, user: S
         assert result is not None and result.ok and trash_count(user) == 0
     finally:
         daemon.state.close()
+
+
+def test_two_quotawatch_cleanups_on_one_mailbox(tmp_path: Path, user: SandboxUser) -> None:
+    """Two real `quotawatch cleanup --apply` processes with one config: A is held inside its
+    ``UID STORE`` by the fault proxy (it holds the mailbox lock), B skips with reason ``locked``
+    and exit 1 and touches nothing; A then finishes: each planned message audited done once,
+    nothing outside the plan gone."""
+    old = deliver(user, "Trash", [(60, "S")] * 4)
+    young = deliver(user, "Trash", [(3, "S")] * 2)
+    with FaultProxy(user.dovecot.host, user.dovecot.imap_port, hold=b"UID STORE",
+                    connection=None) as proxy:  # fmt: skip
+        acct = {"name": "mine", "host": user.dovecot.host, "port": proxy.port, "tls": "none",
+                "allow_insecure_plaintext": True, "username": user.name, "rules": ["trash-30d"],
+                "password_file": str(secret_file(tmp_path / "secrets", "mine", user.password)),
+                "connect_timeout": 5, "timeout": 60}  # fmt: skip
+        config = write_config(tmp_path, [acct], rules=RULES, schedule={"lock_wait": "1s"})
+        a = subprocess.Popen(
+            quotawatch_args("cleanup", "--apply", "--json", "-c", str(config)),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        )  # fmt: skip
+        try:
+            assert proxy.held.wait(60), "A never sent its UID STORE"
+            b = quotawatch("cleanup", "--apply", "--json", "-c", str(config))
+        finally:
+            proxy.release()
+            a_out, a_err = a.communicate(timeout=120)
+    assert b.returncode == 1, (b.stdout, b.stderr)
+    (entry,) = json.loads(b.stdout)["accounts"]
+    assert entry["name"] == "mine" and entry["cleanup"] is None
+    assert entry["error"] == (
+        "mine: locked: another quotawatch worker is busy with this mailbox (same server and "
+        "login); skipped after waiting 1s"
+    )
+    assert "reason=locked" in b.stderr
+    assert a.returncode == 0, (a_out, a_err)
+    (entry,) = json.loads(a_out)["accounts"]
+    assert entry["cleanup"]["ok"] and entry["cleanup"]["messages"] == len(old)
+    assert uids_in(user, "Trash") == young, "the plan's messages gone, nothing else"
+    entries = AuditLog(tmp_path / "state" / "audit.jsonl").entries()
+    assert [e["status"] for e in entries].count("intent") == len(old), "B journaled nothing"
+    assert done_uids(tmp_path) == old, "each message audited once"
