@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from quotawatch.config import Config, load_config
+from quotawatch.config import Config, config_warnings, load_config
 from quotawatch.config.files import account_secret_problems, file_problems, state_dir_problems
 from quotawatch.config.secrets import SecretCache
 from quotawatch.config.sources import all_accounts, select_accounts
@@ -78,6 +78,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     problems += doveadm_key_problems(config, secrets)
     problems += ldap_problems(config, secrets)
     problems += file_problems(config)
+    for loc, msg in config_warnings(config):  # allowed: said on stderr, before any error
+        print(f"{path}: {loc}: warning: {msg}", file=sys.stderr)
     if problems:
         raise ConfigError(path, problems)
     print(f"{path}: OK ({len(accounts)} accounts, {len(config.rules)} rules)")

@@ -103,6 +103,7 @@ def render_plans(
             f"({plan.messages} messages, {format_size(plan.pending_bytes)})"
         )
         out.append(head)
+        out += [f"  WARNING: {escape(w)}" for w in plan.warnings]
         if plan.error:
             out.append(f"  STOPPED: {escape(plan.error)}")
         rows = [

@@ -20,6 +20,7 @@ from pydantic import Field, ValidationError
 from quotawatch.config.account import Account, AccountFields, AccountSource, AccountTemplate
 from quotawatch.config.base import DEFAULT_PORTS, Email, Strict, TlsMode, check_tls_mode
 from quotawatch.config.oauth2 import OAuth2
+from quotawatch.config.profiles import GMAIL_DOWNLOAD_LIMIT
 from quotawatch.config.rules import Rule, pop3_rule_problems
 from quotawatch.config.service import AdminDigest, Metrics, Schedule, Smtp, Threshold, Warnings
 from quotawatch.errors import ConfigError
@@ -45,6 +46,7 @@ __all__ = [
     "TlsMode",
     "Warnings",
     "check_tls_mode",
+    "config_warnings",
     "load_config",
     "parse_config",
     "pop3_rule_problems",
@@ -82,6 +84,35 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return out
 
 
+def _owners(data: Config) -> list[tuple[str, AccountFields]]:
+    """Every account and template with its config path (``accounts[0]``, ``...template``)."""
+    owners: list[tuple[str, AccountFields]] = [
+        (f"accounts[{i}]", a) for i, a in enumerate(data.accounts)
+    ]
+    return owners + [
+        (f"account_sources[{i}].template", s.template) for i, s in enumerate(data.account_sources)
+    ]
+
+
+def config_warnings(data: Config) -> list[tuple[str, str]]:
+    """What is allowed but deserves a word (``config check`` prints it): archive rules on
+    ``provider: gmail``, which download bodies against Gmail's daily IMAP download limit."""
+    warnings = []
+    for where, owner in _owners(data):
+        if owner.provider != "gmail" or owner.protocol != "imap":
+            continue
+        for j, name in enumerate(owner.rules):
+            rule = data.rules.get(name)
+            if rule is not None and rule.action == "archive":
+                warnings.append((
+                    f"{where}.rules[{j}]",
+                    f"rule {name} archives (downloads every message it takes) from a provider: "
+                    f"gmail account; {GMAIL_DOWNLOAD_LIMIT} and refuses more for up to a day; "
+                    "keep the rule small (larger_than, older_than); plan shows what a run archives",
+                ))  # fmt: skip
+    return warnings
+
+
 def _cross_checks(data: Config) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     seen: dict[str, int] = {}
@@ -94,13 +125,7 @@ def _cross_checks(data: Config) -> list[tuple[str, str]]:
                 )
             )
         seen.setdefault(acct.name, i)
-    owners: list[tuple[str, AccountFields]] = [
-        (f"accounts[{i}]", a) for i, a in enumerate(data.accounts)
-    ]
-    owners += [
-        (f"account_sources[{i}].template", s.template) for i, s in enumerate(data.account_sources)
-    ]
-    for where, owner in owners:
+    for where, owner in _owners(data):
         for j, rule_name in enumerate(owner.rules):
             rule = data.rules.get(rule_name)
             if rule is None:

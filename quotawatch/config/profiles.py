@@ -26,6 +26,11 @@ def fill_defaults(data: Any) -> Any:
     return {**data, "host": pop3 if data.get("protocol") == "pop3" else imap}
 
 
+#: bytes Gmail lets one account download over IMAP a day (Google Workspace Admin Help, "Gmail
+#: bandwidth limits", support.google.com/a/answer/1071518: "Download via IMAP: 2500 MB per day")
+GMAIL_IMAP_DOWNLOAD_PER_DAY = 2_500 * 1000**2
+GMAIL_DOWNLOAD_LIMIT = "Gmail limits IMAP downloads to 2,500 MB a day"
+
 #: folders where a Gmail delete really removes the message (lower case): Trash and Spam; a
 #: delete elsewhere only removes a label (see quotawatch.mail.imap.gmail)
 GMAIL_BINS = frozenset(

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from quotawatch.config import AccountFields, Rule
+from quotawatch.config.profiles import GMAIL_IMAP_DOWNLOAD_PER_DAY
 
 if TYPE_CHECKING:
     from quotawatch.retention.planner import PlannedAction, RuleSelection
@@ -20,6 +21,9 @@ class Limits:
     max_delete_messages: int = 5000
     #: per-rule overrides of max_delete_fraction (a rule's own ``max_delete_fraction``)
     rule_fractions: Mapping[str, float] = field(default_factory=dict)
+    #: bytes the provider lets the account download a day (Gmail over IMAP): not a cap, a
+    #: plan that archives near or above it gets a note or a warning
+    download_per_day: int | None = None
 
     @classmethod
     def of(cls, account: AccountFields, rules: Mapping[str, Rule] | None = None) -> Limits:
@@ -28,7 +32,13 @@ class Limits:
             for name, rule in (rules or {}).items()
             if rule.max_delete_fraction is not None
         }
-        return cls(account.max_delete_fraction, account.max_delete_messages, overrides)
+        gmail = account.provider == "gmail" and account.protocol == "imap"
+        return cls(
+            account.max_delete_fraction,
+            account.max_delete_messages,
+            overrides,
+            GMAIL_IMAP_DOWNLOAD_PER_DAY if gmail else None,
+        )
 
     def fraction_for(self, rules: Sequence[str]) -> float:
         """The strictest fraction cap among the rules acting on one folder."""

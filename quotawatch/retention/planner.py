@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from quotawatch.config import Rule
+from quotawatch.config.profiles import GMAIL_DOWNLOAD_LIMIT
 from quotawatch.mail.session import Candidate, FolderSelection, Keep, MessageMeta
 from quotawatch.model import QuotaResource, Snapshot
 from quotawatch.retention.caps import Limits, cap_problem
@@ -67,6 +68,8 @@ class Plan:
     error: str | None = None
     #: why it must not run, as an error metric reason: ``plan`` (a cap, a server error) or ``clock``
     reason: str | None = None
+    #: notes to show before anything else: the plan may run, but should it (Gmail's limit)?
+    warnings: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -103,6 +106,7 @@ class Plan:
             "messages": self.messages,
             "bytes": self.pending_bytes,
             "notes": list(self.notes),
+            "warnings": list(self.warnings),
         }
 
 
@@ -301,7 +305,33 @@ def plan(
     problem = cap_problem(b.actions, selections, limits)
     if problem is not None:
         return Plan(snapshot.account, before, before, (), tuple(b.notes), problem, "plan")
-    return Plan(snapshot.account, before, b.usage(), tuple(b.actions), tuple(b.notes))
+    notes, warnings = download_notes(b.actions, limits.download_per_day)
+    return Plan(
+        snapshot.account, before, b.usage(), tuple(b.actions), (*b.notes, *notes), None, None,
+        warnings,
+    )  # fmt: skip
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1000**2:.1f} MB" if n < 10 * 1000**2 else f"{round(n / 1000**2):,} MB"
+
+
+def download_notes(
+    actions: Sequence[PlannedAction], per_day: int | None
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(notes, warnings) on what archive actions download against the provider's daily limit
+    (Gmail's 2,500 MB over IMAP): a note within it, a warning above it; nothing without one."""
+    archived = sum(a.bytes for a in actions if a.action == "archive")
+    if per_day is None or not archived:
+        return (), ()
+    if archived <= per_day:
+        return (f"{GMAIL_DOWNLOAD_LIMIT}: this plan archives {_mb(archived)}",), ()
+    return (), (
+        f"this plan archives {_mb(archived)}, above Gmail's IMAP download limit of "
+        f"{_mb(per_day)} a day: Gmail refuses further downloads for up to a day once it is "
+        "reached, so the run would stop part-way (what was archived and removed stays done); "
+        "archive less per run (larger_than, older_than, fewer folders)",
+    )
 
 
 def failed_plan(account: str, error: str, usage: float | None = None, reason: str = "plan") -> Plan:

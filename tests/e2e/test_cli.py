@@ -139,3 +139,24 @@ def test_check_fails_when_an_account_source_cannot_be_read(tmp_path: Path) -> No
         proc = quotawatch(*command, "--config", str(path))
         assert proc.returncode == 1, (command, proc.stdout, proc.stderr)
         assert "account source(s) not read: staff" in proc.stderr
+
+
+def test_config_check_warns_about_a_gmail_archive_rule_and_passes(tmp_path: Path) -> None:
+    secret = tmp_path / "alice.pw"
+    secret.write_text(SECRET)
+    secret.chmod(0o600)
+    path = tmp_path / "quotawatch.yaml"
+    archive = {"folders": ["Newsletters"], "older_than": "30d", "action": "archive",
+               "archive_dir": str(tmp_path / "archive")}  # fmt: skip
+    path.write_text(yaml.safe_dump({
+        "state_dir": str(tmp_path / "state"),
+        "accounts": [{"name": "alice", "provider": "gmail", "username": "alice@example.com",
+                      "password_file": str(secret), "rules": ["news"]}],
+        "rules": {"news": archive},
+    }))  # fmt: skip
+    result = quotawatch("config", "check", str(path))
+    assert result.returncode == 0, result.stderr
+    assert f"{path}: OK (1 accounts, 1 rules)" in result.stdout
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"{path}: accounts[0].rules[0]: warning: rule news archives")
+    assert "Gmail limits IMAP downloads to 2,500 MB a day" in line

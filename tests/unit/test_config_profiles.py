@@ -85,3 +85,42 @@ def test_readme_oauth2_examples_validate() -> None:
     assert len(blocks) >= 3
     for block in blocks:
         parse_config(yaml.safe_load(block), "README.md")
+
+
+ARCHIVE = {
+    "folders": ["Newsletters"],
+    "older_than": "30d",
+    "action": "archive",
+    "archive_dir": "/a",
+}
+
+
+def test_gmail_archive_rules_warn_about_the_download_limit() -> None:
+    """An archive rule on a gmail account or template is allowed, with a warning naming it."""
+    from quotawatch.config import config_warnings
+
+    config = parse_config({
+        "accounts": [acct(provider="gmail", rules=["keep", "news"]),
+                     acct(name="b", host="mail.example.org", rules=["news"]),
+                     acct(name="c", provider="gmail", rules=["trash"])],
+        "account_sources": [{"usernames_file": "/u", "template": {"provider": "gmail", "username": "{user}",
+                                                                   "password_env": "X", "rules": ["news"]}}],
+        "rules": {"news": ARCHIVE, "keep": {**ARCHIVE, "folders": ["Keep"]},
+                  "trash": {"folders": ["\\Trash"], "older_than": "30d"}},
+    })  # fmt: skip
+    warnings = config_warnings(config)
+    assert [loc for loc, _ in warnings] == [
+        "accounts[0].rules[0]", "accounts[0].rules[1]", "account_sources[0].template.rules[0]"
+    ]  # fmt: skip
+    assert "Gmail limits IMAP downloads to 2,500 MB a day" in warnings[1][1]
+    assert "rule news archives" in warnings[1][1]
+
+
+def test_a_gmail_account_plans_with_the_download_limit() -> None:
+    from quotawatch.config.profiles import GMAIL_IMAP_DOWNLOAD_PER_DAY
+    from quotawatch.retention.caps import Limits
+
+    config = parse_config({"accounts": [acct(provider="gmail"), acct(name="b", host="h")]})
+    gmail, other = config.accounts
+    assert Limits.of(gmail).download_per_day == GMAIL_IMAP_DOWNLOAD_PER_DAY == 2_500_000_000
+    assert Limits.of(other).download_per_day is None

@@ -345,3 +345,52 @@ def test_planned_actions_carry_the_protections_and_modseqs() -> None:
     assert a.uids == (3, 5) and a.modseqs == (9, 17)
     assert a.keep.flagged and a.keep.unseen and dict(a.keep.modseqs) == {3: 9, 5: 17}
     assert not b.keep.flagged and not b.keep.unseen and b.modseqs == () and b.keep.modseqs == {}
+
+
+# ------------------------------------------------------------------ Gmail's download limit
+GMAIL = Limits(1.0, 100_000, download_per_day=2_500_000_000)
+MB = 1_000_000
+
+
+def archive_rule(**kw: Any) -> Rule:
+    return rule(folders=["News"], older_than="30d", action="archive", archive_dir="/a", **kw)
+
+
+def test_an_archive_plan_on_gmail_notes_the_download_limit() -> None:
+    r = {"news": archive_rule(), "trash": rule(folders=["Trash"], older_than="30d")}
+    sels = [RuleSelection("news", (fsel("News", cand(1, 40, 30 * MB), cand(2, 40, 12 * MB)),)),
+            RuleSelection("trash", (fsel("Trash", cand(3, 40, 900 * MB)),))]  # fmt: skip
+    p = run(r, sels, snap(limit=10**12), GMAIL)
+    assert "Gmail limits IMAP downloads to 2,500 MB a day: this plan archives 42 MB" in p.notes
+    assert p.warnings == ()
+    assert "warnings" not in p.to_json() or p.to_json()["warnings"] == []
+    assert not any("Gmail" in n for n in run(r, sels, snap(limit=10**12)).notes)  # not gmail
+    deletes = run({"trash": r["trash"]}, sels[1:], snap(limit=10**12), GMAIL)
+    assert not any("Gmail" in n for n in deletes.notes)  # nothing downloaded
+
+
+def test_an_archive_plan_above_gmails_daily_limit_says_so_prominently() -> None:
+    r = {"news": archive_rule()}
+    sel = RuleSelection("news", (fsel("News", *[cand(i, 40, 900 * MB) for i in range(1, 4)]),))
+    p = run(r, [sel], snap(limit=10**13), GMAIL)
+    (warning,) = p.warnings
+    assert warning.startswith(
+        "this plan archives 2,700 MB, above Gmail's IMAP download limit of 2,500 MB a day"
+    )
+    assert p.to_json()["warnings"] == [warning]
+    assert not any("Gmail" in n for n in p.notes)
+
+
+def test_plan_output_shows_the_gmail_warning_before_the_table() -> None:
+    from quotawatch.output import render_plans
+
+    r = {"news": archive_rule()}
+    sel = RuleSelection("news", (fsel("News", *[cand(i, 40, 900 * MB) for i in range(1, 4)]),))
+    lines = render_plans([(run(r, [sel], snap(limit=10**13), GMAIL), None)]).splitlines()
+    assert lines[1].startswith("  WARNING: this plan archives 2,700 MB, above Gmail's")
+    assert lines[2].lstrip().startswith("RULE")
+    small = run(r, [RuleSelection("news", (fsel("News", cand(1, 40, 5 * MB)),))], None, GMAIL)
+    notes = render_plans([(small, None)]).splitlines()
+    assert (
+        "  note: Gmail limits IMAP downloads to 2,500 MB a day: this plan archives 5.0 MB" in notes
+    )
