@@ -126,6 +126,16 @@ SPECIAL_USE_FOLDERS: dict[str, str] = {
     "Trash": "\\Trash",
 }
 
+#: the special-use folders of a Dovecot that looks like Gmail (``gmail_layout=True``): a
+#: ``[Gmail]/`` hierarchy (itself \Noselect); Trash and Spam are the only folders where a
+#: removal frees quota on Gmail, "All Mail" (``\All``) is a virtual view of all the others
+GMAIL_FOLDERS: dict[str, str] = {
+    "[Gmail]/Drafts": "\\Drafts",
+    "[Gmail]/Sent Mail": "\\Sent",
+    "[Gmail]/Spam": "\\Junk",
+    "[Gmail]/Trash": "\\Trash",
+}
+
 _USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 _SAFE_PATH_RE = re.compile(r"^[A-Za-z0-9/._+-]+$")
 _MAILDIR_FLAGS = frozenset("DFPRST")
@@ -336,6 +346,13 @@ class Dovecot:
     virtual plugin's folder ``Virtual/All`` with the special-use flag ``\\All``: a
     view of every message in every other folder, INBOX included (as Gmail's All
     Mail), where an EXPUNGE removes the message from the folder it is kept in.
+    ``gmail_layout=True`` looks like Gmail's folder list: the special-use folders are
+    ``[Gmail]/Trash`` (``\\Trash``), ``[Gmail]/Spam`` (``\\Junk``), ``[Gmail]/Sent Mail``,
+    ``[Gmail]/Drafts`` (:data:`GMAIL_FOLDERS`) instead of Trash, Junk, ...; with it comes the
+    virtual ``\\All`` folder, named ``Virtual/All Mail`` and, as Gmail's, showing every folder
+    but Trash and Spam. (Dovecot cannot put a virtual folder inside a real hierarchy: a
+    namespace ``[Gmail]/`` would take ``[Gmail]/Trash`` too, so the view keeps its own prefix;
+    quotawatch knows it by its ``\\All`` flag, as it would on Gmail.)
     ``doveadm_api=True`` switches on Dovecot's doveadm HTTP API (``doveadm_url``,
     HTTPS with the sandbox certificate, key ``doveadm_api_key``, also in
     ``doveadm_key_file``) and keeps every user in one iterable userdb file, so
@@ -360,6 +377,7 @@ class Dovecot:
         virtual_all: bool = False,
         oauth2: OAuth2Passdb | None = None,
         doveadm_api: bool = False,
+        gmail_layout: bool = False,
     ) -> None:
         self.base_dir = Path(base_dir).absolute()
         if len(str(self.base_dir)) > MAX_BASE_DIR_LEN:
@@ -377,7 +395,12 @@ class Dovecot:
         #: also accept OAuth2 tokens (XOAUTH2, OAUTHBEARER), checked at this introspection URL
         self.oauth2 = oauth2
         self.stop_at_exit = stop_at_exit
-        self.virtual_all = virtual_all
+        self.virtual_all = virtual_all or gmail_layout
+        self.gmail_layout = gmail_layout
+        #: special-use folder name -> flag, created for every user
+        self.special_folders = GMAIL_FOLDERS if gmail_layout else SPECIAL_USE_FOLDERS
+        #: the virtual \\All folder's name below ``Virtual/``
+        self.all_name = "All Mail" if gmail_layout else "All"
         self.doveadm_api = doveadm_api
         self.hide_capabilities: tuple[str, ...] = tuple(c.upper() for c in hide_capabilities)
         known = {c.upper() for c in DEFAULT_IMAP_CAPABILITY}
@@ -473,9 +496,10 @@ class Dovecot:
             if not self.userdb_file.exists():
                 self._write_auth_file(self.userdb_file, "")
         if self.virtual_all:
-            definition = self.base_dir / "virtual" / "All" / "dovecot-virtual"
+            definition = self.base_dir / "virtual" / self.all_name / "dovecot-virtual"
             definition.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-            definition.write_text("*\n-Virtual/*\n  all\n")
+            bins = "-[Gmail]/Trash\n-[Gmail]/Spam\n" if self.gmail_layout else ""
+            definition.write_text(f"*\n-Virtual/*\n{bins}  all\n")
             definition.chmod(0o644)
         if self.oauth2 is not None:
             self._write_auth_file(self.auth_dir / "oauth2.conf.ext", oauth2_settings(self.oauth2))
@@ -585,7 +609,7 @@ class Dovecot:
         ident = self.ident
         home = self.home_root / user
         maildir = home / "Maildir"
-        for folder in (maildir, *(maildir / name for name in SPECIAL_USE_FOLDERS)):
+        for folder in (maildir, *(maildir / name for name in self.special_folders)):
             for sub in ("cur", "new", "tmp"):
                 self._mail_mkdir(folder / sub)
         rule = f"*:storage={quota_bytes}B"
@@ -886,8 +910,8 @@ class Dovecot:
                 "service imap-urlauth-login {\n  chroot =\n}\n"
             )
         mailboxes = "".join(
-            f"  mailbox {folder} {{\n    special_use = {flag}\n    auto = subscribe\n  }}\n"
-            for folder, flag in SPECIAL_USE_FOLDERS.items()
+            f'  mailbox "{folder}" {{\n    special_use = {flag}\n    auto = subscribe\n  }}\n'
+            for folder, flag in self.special_folders.items()
         )
         login_chroot = "" if ident.root else "  chroot =\n"
         plugins, virtual = "quota", ""
@@ -896,7 +920,7 @@ class Dovecot:
             virtual = (
                 "namespace virtual {\n  prefix = Virtual/\n  separator = /\n"
                 f"  location = virtual:{self.base_dir}/virtual:INDEX=~/virtual\n"
-                "  mailbox All {\n    special_use = \\All\n  }\n}\n"
+                f'  mailbox "{self.all_name}" {{\n    special_use = \\All\n  }}\n}}\n'
             )
         userdb = f"{self.users_dir}/%u"
         doveadm = ""

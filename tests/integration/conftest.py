@@ -11,6 +11,9 @@
                           expunges reported by UID (as Gmail).
 * ``dovecot_exchange`` -- session-wide server that looks like Exchange Online over IMAP: no
                           QUOTA, STATUS=SIZE, LIST-STATUS, SPECIAL-USE or SAVEDATE.
+* ``dovecot_gmail``    -- session-wide server with Gmail's folder layout: ``[Gmail]/Trash``
+                          (``\\Trash``), ``[Gmail]/Spam`` (``\\Junk``), ... and the virtual
+                          ``Virtual/All Mail`` (``\\All``) of everything but Trash and Spam.
 * ``oauth``            -- session-wide local OAuth2/OpenID provider over TLS
                           (sandbox.oauth_server.OAuthServer).
 * ``dovecot_oauth2``   -- session-wide server that also takes XOAUTH2/OAUTHBEARER tokens,
@@ -64,6 +67,7 @@ def _serve(
     virtual_all: bool = False,
     oauth2: OAuth2Passdb | None = None,
     doveadm_api: bool = False,
+    gmail_layout: bool = False,
 ) -> Iterator[Dovecot]:
     if not Path(DOVECOT_BIN).exists():
         why = (
@@ -80,6 +84,7 @@ def _serve(
         virtual_all=virtual_all,
         oauth2=oauth2,
         doveadm_api=doveadm_api,
+        gmail_layout=gmail_layout,
     )
     try:
         server.start()
@@ -130,6 +135,11 @@ def dovecot_exchange() -> Iterator[Dovecot]:
     yield from _serve(
         "exchange", ("QUOTA", "STATUS=SIZE", "LIST-STATUS", "SPECIAL-USE", "SAVEDATE")
     )
+
+
+@pytest.fixture(scope="session")
+def dovecot_gmail() -> Iterator[Dovecot]:
+    yield from _serve("gmail", gmail_layout=True)
 
 
 @pytest.fixture(scope="session")
