@@ -45,16 +45,40 @@ def token_checker(oauth: OAuthServer):  # type: ignore[no-untyped-def]
     return check
 
 
-def forms(value: str) -> set[bytes]:
-    """A secret as it could leak: plain, base64, base64 of the SASL messages carrying it."""
-    raw = value.encode()
-    out = {raw, base64.b64encode(raw), base64.urlsafe_b64encode(raw).rstrip(b"=")}
-    for carrier in (
-        f"auth=Bearer {value}\x01".encode(),
-        f"\x01auth=Bearer {value}\x01\x01".encode(),
-    ):
-        out.add(base64.b64encode(carrier)[4:-4])  # the stable middle of any base64 alignment
+ENCODERS = (base64.b64encode, base64.urlsafe_b64encode)
+
+
+def encoded_middles(raw: bytes, encode: Any) -> set[bytes]:
+    """What every encoding of a string that carries ``raw`` contains, whatever comes before or
+    after it: for each of the 3 alignments (``raw`` starting at a byte offset 0, 1 or 2 modulo 3),
+    the characters of the 3-byte groups made of ``raw``'s bytes only."""
+    out = set()
+    for offset in (0, 1, 2):
+        first = -offset % 3  # bytes of raw in the group it starts in, when that is shared
+        whole = (len(raw) - first) // 3  # groups of raw's bytes only
+        start = (offset + first) // 3 * 4
+        middle = encode(b"\0" * offset + raw)[start : start + whole * 4]
+        assert len(middle) >= 8, "too short a secret to look for"
+        out.add(middle)
     return out
+
+
+def forms(value: str) -> set[bytes]:
+    """A secret as it could leak: plain, or inside anything base64 or base64url encoded (a SASL
+    XOAUTH2/OAUTHBEARER message, a basic-auth header) at any of the 3 alignments."""
+    raw = value.encode()
+    return {raw} | {m for encode in ENCODERS for m in encoded_middles(raw, encode)}
+
+
+@pytest.mark.parametrize("encode", ENCODERS)
+def test_forms_find_a_secret_at_every_alignment(encode: Any) -> None:
+    """The check below proves what it says: a secret after any prefix is found, encoded."""
+    value = "tok-" + secrets.token_urlsafe(24)
+    for before in ("", "a", "ab", "abc", "user=x\x01auth=Bearer ", "n,a=u,\x01auth=Bearer "):
+        for after in ("", "\x01", "\x01\x01"):
+            data = encode(f"{before}{value}{after}".encode())
+            assert [f for f in forms(value) if f in data], (before, after)
+    assert not [f for f in forms(value) if f in encode(b"x" * 200)]
 
 
 def test_warning_mail_over_smtp_xoauth2_and_no_secret_leaks(
