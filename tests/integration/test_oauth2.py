@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -175,7 +176,13 @@ def test_revoked_refresh_token_fails_that_account_with_auth_and_says_what_to_run
     assert first[alice].ok and first[bob].ok, (first[alice].error, first[bob].error)
     assert grants_for(oauth, client_id, "refresh_token") == 0  # the enrolment's token was used
 
-    oauth.revoke_refresh_tokens(alice)
+    # revoked at the provider's revocation endpoint (RFC 7009), as a user or admin would
+    (alices,) = [t for t, i in oauth.refresh_tokens.items() if i.subject == alice and not i.revoked]
+    endpoint = requests.get(f"{oauth.authority}/v2.0/.well-known/openid-configuration",
+                            verify=str(oauth.ca_file), timeout=10).json()["revocation_endpoint"]  # fmt: skip
+    answer = requests.post(endpoint, data={"token": alices, "token_type_hint": "refresh_token",
+                           "client_id": client_id}, verify=str(oauth.ca_file), timeout=10)  # fmt: skip
+    assert answer.status_code == 200 and oauth.refresh_tokens[alices].revoked
     later = SecretCache()  # two hours on: both access tokens have expired
     later.tokens = TokenBroker(
         config.state_dir, later, config_path=str(path), clock=lambda: time.time() + 7200
@@ -204,16 +211,32 @@ def _service_account_key(client_email: str, token_uri: str) -> tuple[str, bytes]
     return json.dumps(info, indent=2), public
 
 
+@pytest.mark.parametrize("where", ["key_file", "config"])
 def test_google_service_account_impersonates_each_mailbox(
-    tmp_path: Path, oauth: OAuthServer, dovecot_oauth2: Dovecot
+    tmp_path: Path,
+    oauth: OAuthServer,
+    dovecot_oauth2: Dovecot,
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
 ) -> None:
+    """The token endpoint as google-auth reads it, ``token_uri`` in the service-account key
+    (the key as a systemd credential), or from the config's ``token_endpoint``, which wins over
+    the key's (the key file from a path)."""
     names = users(dovecot_oauth2, 2, "gsa")
     email = f"quotawatch-{secrets.token_hex(3)}@qw-test.iam.gserviceaccount.com"
-    key_json, public = _service_account_key(email, "https://oauth2.googleapis.com/token")
+    in_key = oauth.token_endpoint if where == "key_file" else "https://oauth2.googleapis.com/token"
+    key_json, public = _service_account_key(email, in_key)
     oauth.register_client(email, public_key_pem=public, client_email=email, mailboxes=tuple(names))
-    key_file = secret_file(tmp_path / "secrets", "sa", key_json)
-    block = {"provider": "google", "client_id": email, "client_secret_file": str(key_file),
-             "token_endpoint": oauth.token_endpoint, "timeout": 10}  # fmt: skip
+    block: dict[str, Any] = {"provider": "google", "client_id": email, "timeout": 10}
+    if where == "key_file":
+        credentials = tmp_path / "credentials"  # what systemd's LoadCredential= provides
+        credentials.mkdir()
+        (credentials / "google-sa.json").write_text(key_json)
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+        block["client_secret_credential"] = "google-sa.json"
+    else:
+        key_file = secret_file(tmp_path / "secrets", "sa", key_json)
+        block |= {"client_secret_file": str(key_file), "token_endpoint": oauth.token_endpoint}
     path = write_config(
         tmp_path,
         [],

@@ -1,4 +1,4 @@
-"""OAuth2 for warning mails (SMTP AUTH XOAUTH2 via authlib), and no token or client secret anywhere but the token cache."""
+"""OAuth2 for warning mails (SMTP AUTH XOAUTH2 and OAUTHBEARER via authlib), and no token or client secret anywhere but the token cache."""
 
 from __future__ import annotations
 
@@ -81,7 +81,9 @@ def test_forms_find_a_secret_at_every_alignment(encode: Any) -> None:
     assert not [f for f in forms(value) if f in encode(b"x" * 200)]
 
 
-def test_warning_mail_over_smtp_xoauth2_and_no_secret_leaks(
+@pytest.mark.parametrize("mechanism", ["xoauth2", "oauthbearer"])
+def test_warning_mail_over_smtp_oauth2_and_no_secret_leaks(
+    mechanism: str,
     tmp_path: Path,
     oauth: OAuthServer,
     dovecot_oauth2: Dovecot,
@@ -117,6 +119,7 @@ def test_warning_mail_over_smtp_xoauth2_and_no_secret_leaks(
             "timeout": 10,
             "oauth2": {"provider": "generic", "client_id": smtp_app, "timeout": 10,
                        "token_endpoint": oauth.token_endpoint, "scopes": ["SMTP.Send"],
+                       "mechanism": mechanism,
                        "client_secret_env": "QW_SMTP_APP_SECRET"},
         }  # fmt: skip
         warnings = {"thresholds": ["20%"], "rearm_below": "10%", "language": "en"}
@@ -141,7 +144,7 @@ def test_warning_mail_over_smtp_xoauth2_and_no_secret_leaks(
         assert results[stranger].report.reason == "auth"  # fails alone
         (mail,) = sink.messages
         assert mail.rcpt_tos == (f"{name}@example.org",)
-        assert sink.oauth2_logins == [("XOAUTH2", "quotawatch@example.org")]
+        assert sink.oauth2_logins == [(mechanism.upper(), "quotawatch@example.org")]
 
         registry = CollectorRegistry()
         collector = StateCollector(state, counters, Histogram(), lambda: True)

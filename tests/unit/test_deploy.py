@@ -198,3 +198,13 @@ def test_dashboard_queries_parse(tmp_path: Path) -> None:
     proc = subprocess.run([tool("promtool"), "check", "rules", str(path)],
                           capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_sign_in_alert_names_the_whole_command() -> None:
+    """What to run, as ``auth login`` needs it: the config file and the account."""
+    rules = yaml.safe_load((PROM / "alerts.yml").read_text())["groups"][0]["rules"]
+    (rule,) = [r for r in rules if r.get("alert") == "MailboxOAuth2SignInLapsing"]
+    assert (
+        "quotawatch auth login --config <file> --account {{ $labels.account }}"
+        in rule["annotations"]["description"]
+    )
