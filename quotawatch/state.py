@@ -31,6 +31,10 @@ SCHEMA = [
         last_success REAL, duration REAL, ratio REAL, used_bytes INTEGER, limit_bytes INTEGER,
         pending_bytes INTEGER, detail TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS metric_rows_ratio ON metric_rows (ratio)",
+    # the source and mail host of each configured account, rewritten at start-up and reload
+    # (a table of its own: an older state database just gains it, its rows stay as they are)
+    """CREATE TABLE IF NOT EXISTS account_groups (
+        account TEXT PRIMARY KEY, source TEXT NOT NULL, host TEXT NOT NULL) WITHOUT ROWID""",
 ]
 
 #: the columns of a metric row, in order (see ``metric_row``)
@@ -65,6 +69,24 @@ class FleetSummary:
     limit_bytes: float
     oldest_check: float | None
     rows: int
+    failing: dict[str, int]  # reason -> accounts whose last check failed
+
+
+@dataclass(frozen=True)
+class SourceSummary:
+    """Aggregates over the configured accounts of one source and mail host
+    (``State.source_summaries``)."""
+
+    source: str
+    host: str
+    configured: int
+    checked: int  # accounts with a metric row
+    at_or_below: tuple[int, ...]  # accounts with a ratio at or below each bound
+    count: int  # accounts with a ratio
+    ratio_sum: float
+    used_bytes: float
+    limit_bytes: float
+    exported: int  # accounts at or above the level, or failing (per_account: above)
     failing: dict[str, int]  # reason -> accounts whose last check failed
 
 
@@ -211,6 +233,41 @@ class State:
             float(row[n + 2]), float(row[n + 3]), row[n + 4], int(row[n + 5]),
             {str(r): int(c) for r, c in failing},
         )  # fmt: skip
+
+    def set_account_groups(self, groups: Iterable[tuple[str, str, str]]) -> None:
+        """Replace the (account, source, host) of every configured account."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM account_groups")
+            db.executemany("INSERT OR REPLACE INTO account_groups VALUES (?, ?, ?)", groups)
+
+    def source_summaries(self, bounds: Sequence[float], level: float | None) -> list[SourceSummary]:
+        """``fleet_summary`` per source and host of the configured accounts (``set_account_groups``),
+        in SQLite: one row per group, whatever the number of accounts; ``exported`` counts the
+        accounts at or above ``level`` or failing."""
+        bands = ", ".join("SUM(m.ratio <= ?)" for _ in bounds)
+        rows = self._query(
+            f"SELECT g.source, g.host, COUNT(*), COUNT(m.account), {bands}, COUNT(m.ratio), "  # noqa: S608 - placeholders only
+            "TOTAL(m.ratio), TOTAL(m.used_bytes), TOTAL(m.limit_bytes), "
+            "TOTAL(m.ratio >= ? OR m.ok = 0) "
+            "FROM account_groups g LEFT JOIN metric_rows m ON m.account = g.account "
+            "GROUP BY g.source, g.host ORDER BY g.source, g.host",
+            (*bounds, level if level is not None else 0.0),
+        )
+        failing: dict[tuple[str, str], dict[str, int]] = {}
+        for source, host, reason, count in self._query(
+            "SELECT g.source, g.host, COALESCE(m.reason, 'internal'), COUNT(*) "
+            "FROM metric_rows m JOIN account_groups g ON g.account = m.account "
+            "WHERE m.ok = 0 GROUP BY 1, 2, 3"
+        ):
+            failing.setdefault((source, host), {})[str(reason)] = int(count)
+        summaries = []
+        for source, host, configured, checked, *bands_, count, total, used, limit, shown in rows:
+            summaries.append(SourceSummary(
+                str(source), str(host), int(configured), int(checked),
+                tuple(int(v or 0) for v in bands_), int(count), float(total), float(used),
+                float(limit), int(shown), failing.get((source, host), {}),
+            ))  # fmt: skip
+        return summaries
 
     # ------------------------------------------------------------------ first seen
     def first_seen(

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
 
 def secret_file(directory: Path, name: str, value: str) -> Path:
@@ -54,3 +56,37 @@ def counter_value(counters: Any, name: str, labels: dict[str, str]) -> float | N
     registry.register(counters)
     value: float | None = registry.get_sample_value(name, labels)
     return value
+
+
+def assert_sources_sum_to_the_fleet(reg: CollectorRegistry) -> None:
+    """Each per-source/host family, summed over its labels, gives its fleet-wide twin."""
+    totals: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in reg.collect():
+        for sample in family.samples:
+            if sample.name.startswith("quotawatch_source_") and "host" in sample.labels:
+                rest = tuple(sorted((k, v) for k, v in sample.labels.items()
+                                    if k not in ("source", "host")))  # fmt: skip
+                key = (sample.name, rest)
+                totals[key] = totals.get(key, 0.0) + sample.value
+    twins = {
+        "quotawatch_source_usage_bytes": "quotawatch_fleet_usage_bytes",
+        "quotawatch_source_limit_bytes": "quotawatch_fleet_limit_bytes",
+        "quotawatch_source_accounts_failing": "quotawatch_fleet_accounts_failing",
+        "quotawatch_source_accounts_checked": "quotawatch_fleet_accounts_checked",
+        "quotawatch_source_accounts_omitted": "quotawatch_metrics_accounts_omitted",
+        "quotawatch_source_accounts_configured": "quotawatch_accounts_configured",
+        "quotawatch_source_usage_ratio_bucket": "quotawatch_fleet_usage_ratio_bucket",
+        "quotawatch_source_usage_ratio_gcount": "quotawatch_fleet_usage_ratio_gcount",
+        "quotawatch_source_usage_ratio_gsum": "quotawatch_fleet_usage_ratio_gsum",
+    }
+    names = {name for name, _rest in totals}
+    assert set(twins) - {"quotawatch_source_accounts_failing"} <= names <= set(twins), totals
+    for (name, rest), total in totals.items():
+        fleet = reg.get_sample_value(twins[name], dict(rest))
+        assert fleet == pytest.approx(total), (name, rest)
+    # the fleet's non-zero failure reasons all show up per source and host
+    for family in reg.collect():
+        for sample in family.samples:
+            if sample.name == "quotawatch_fleet_accounts_failing" and sample.value:
+                key = ("quotawatch_source_accounts_failing", (("reason", sample.labels["reason"]),))
+                assert key in totals, key

@@ -316,6 +316,10 @@ class AccountTemplate(AccountFields):
         return placeholder in self.model_dump_json(exclude_unset=True)
 
 
+#: the source label of the accounts listed under ``accounts:`` (the per-source metrics)
+EXPLICIT_SOURCE = "accounts"
+
+
 class AccountSource(Strict):
     """Many mailboxes from a list of usernames and one template (one admin credential)."""
 

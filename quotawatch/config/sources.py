@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 from pydantic import SecretStr, ValidationError
 
 from quotawatch.config import Account, AccountSource, Config
+from quotawatch.config.account import EXPLICIT_SOURCE
 from quotawatch.config.base import _check_email
 from quotawatch.config.secrets import SecretCache
 from quotawatch.errors import ConfigError, SecretError
@@ -191,33 +192,47 @@ def config_base(config_path: str) -> Path | None:
     return Path(config_path).resolve().parent if config_path != "<config>" else None
 
 
-def all_accounts(
+def grouped_accounts(
     config: Config,
     config_path: str = "<config>",
     users: Mapping[int, Sequence[str | Listed]] | None = None,
-) -> list[Account]:
-    """Explicit accounts first, then every account source, with duplicate names refused.
+) -> list[tuple[str, list[Account]]]:
+    """The accounts by source label: explicit ones (``EXPLICIT_SOURCE``) first, then every
+    account source in order, with duplicate names refused.
 
     ``users`` gives the users of sources by index (the doveadm and ldap sources, read by the
     service, or a kept list); such a source without an entry contributes no accounts.
     """
-    result = list(config.accounts)
+    result = [(EXPLICIT_SOURCE, list(config.accounts))]
     problems: list[tuple[str, str]] = []
     base = config_base(config_path)
     for i, source in enumerate(config.account_sources):
         try:
             given = (users or {}).get(i)
-            result += expand_source(source, f"account_sources[{i}]", base, given)
+            result.append(
+                (source.label(i), expand_source(source, f"account_sources[{i}]", base, given))
+            )
         except ConfigError as exc:
             problems += exc.problems
     seen: set[str] = set()
-    for acct in result:
-        if acct.name in seen:
-            problems.append(("account_sources", f"account name {acct.name!r} appears twice"))
-        seen.add(acct.name)
+    for _label, group in result:
+        for acct in group:
+            if acct.name in seen:
+                problems.append(("account_sources", f"account name {acct.name!r} appears twice"))
+            seen.add(acct.name)
     if problems:
         raise ConfigError(config_path, problems)
     return result
+
+
+def all_accounts(
+    config: Config,
+    config_path: str = "<config>",
+    users: Mapping[int, Sequence[str | Listed]] | None = None,
+) -> list[Account]:
+    """Explicit accounts first, then every account source, with duplicate names refused
+    (``grouped_accounts`` without the grouping)."""
+    return [a for _label, group in grouped_accounts(config, config_path, users) for a in group]
 
 
 def select_accounts(accounts: Sequence[Account], names: Iterable[str] | None) -> list[Account]:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import Any
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobEvent
@@ -26,7 +27,7 @@ from quotawatch.mail.oauth2.tokens import TokenBroker, secret_cache
 from quotawatch.mail.session import SessionFactory
 from quotawatch.model import Clock, utcnow
 from quotawatch.service.backoff import BACKOFF_REASONS, Backoff, backoff_delay, fingerprint
-from quotawatch.service.directory import Directory, DoveadmFactory, open_doveadm
+from quotawatch.service.directory import Directory, DoveadmFactory, Grouped, open_doveadm
 from quotawatch.service.fleet import QuotaCache, doveadm_job
 from quotawatch.service.fleet_metrics import Cycles, RuntimeInfo
 from quotawatch.service.jobs import JobResult, run_account
@@ -57,6 +58,20 @@ class Runtime:
     accounts: dict[str, Account]
     secrets: SecretCache
     warn: WarnHook | None = None
+    #: (source label, number of accounts) in the order of ``accounts`` (the source metrics)
+    spans: tuple[tuple[str, int], ...] = ()
+
+    @classmethod
+    def of(cls, config: Config, grouped: Grouped, secrets: SecretCache) -> Runtime:
+        accounts = {a.name: a for _label, group in grouped for a in group}
+        return cls(config, accounts, secrets, spans=tuple((lb, len(g)) for lb, g in grouped))
+
+    def groups(self) -> Iterator[tuple[str, str, str]]:
+        """(account, source label, host) of every account, without a map kept per account."""
+        accounts = iter(self.accounts.values())
+        for label, count in self.spans:
+            for account in islice(accounts, count):
+                yield account.name, label, account.host
 
 
 class Daemon:
@@ -101,8 +116,8 @@ class Daemon:
         """Read and validate the config and read every account source; ConfigError lists every problem."""
         config = config or load_config(self.config_path)
         secrets = secret_cache(config, self.config_path)
-        found = self.directory.accounts(config, self.config_path, secrets, force=True)
-        return Runtime(config, {a.name: a for a in found}, secrets)
+        grouped = self.directory.grouped(config, self.config_path, secrets, force=True)
+        return Runtime.of(config, grouped, secrets)
 
     def _configure(self, rt: Runtime) -> None:
         rt_warn = self.warn_factory(rt.config, self.state, rt.secrets, self.counters)
@@ -110,7 +125,7 @@ class Daemon:
         self.collector.oauth2_expiry = dict
         if isinstance(tokens, TokenBroker) and oauth2:
             self.collector.oauth2_expiry = lambda: refresh_lapses(oauth2, tokens)
-        self.runtime = Runtime(rt.config, rt.accounts, rt.secrets, rt_warn)
+        self.runtime = Runtime(rt.config, rt.accounts, rt.secrets, rt_warn, rt.spans)
         self.quotas.max_age = rt.config.schedule.interval / 2
         self.collector.configure(
             list(rt.accounts),
@@ -119,6 +134,7 @@ class Daemon:
             {n: [(r, rt.config.rules[r].action) for r in a.rules if r in rt.config.rules]
              for n, a in rt.accounts.items() if a.rules},
             rt.config.metrics.per_account_level(len(rt.accounts)),
+            rt.groups(),
         )  # fmt: skip
 
     # ------------------------------------------------------------------ scheduler
@@ -324,15 +340,15 @@ class Daemon:
         if not self.directory.due(rt.config):
             return False
         try:
-            found = self.directory.accounts(rt.config, self.config_path, rt.secrets)
+            grouped = self.directory.grouped(rt.config, self.config_path, rt.secrets)
         except ConfigError as exc:
             log.error("refreshing the account sources failed: %s", exc)
             return False
-        accounts = {a.name: a for a in found}
+        new = Runtime.of(rt.config, grouped, rt.secrets)
         with self._apply_lock:
-            if self.runtime is not rt or accounts == rt.accounts:
+            if self.runtime is not rt or (new.accounts, new.spans) == (rt.accounts, rt.spans):
                 return False
-            self._apply(rt, Runtime(rt.config, accounts, rt.secrets))
+            self._apply(rt, new)
         return True
 
     def _apply(self, old: Runtime, new: Runtime) -> None:

@@ -13,7 +13,7 @@ from quotawatch.config import Account, AccountSource, Config
 from quotawatch.config.fleet import DoveadmAccess
 from quotawatch.config.ldap import LdapSource
 from quotawatch.config.secrets import SecretCache
-from quotawatch.config.sources import Listed, all_accounts, config_base, read_usernames
+from quotawatch.config.sources import Listed, config_base, grouped_accounts, read_usernames
 from quotawatch.errors import ConfigError, ProtocolError, QuotawatchError
 from quotawatch.extras import MissingExtra
 from quotawatch.mail.doveadm import Doveadm
@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 DoveadmFactory = Callable[[DoveadmAccess, SecretCache], Doveadm]
 #: builds an LDAP client for a source's settings
 LdapFactory = Callable[[LdapSource, SecretCache], Ldap]
+#: accounts by source label (``grouped_accounts``)
+Grouped = list[tuple[str, list[Account]]]
 #: the kinds of source whose list comes from a server (kept in the state database, never emptied)
 SERVER_KINDS = ("doveadm", "ldap")
 
@@ -117,7 +119,21 @@ class Directory:
         force: bool = False,
         strict: bool = False,
     ) -> list[Account]:
-        """Every account: explicit ones and each source's users (read if due or ``force``).
+        """Every account (``grouped`` without the grouping)."""
+        found = self.grouped(config, config_path, secrets, force=force, strict=strict)
+        return [a for _label, group in found for a in group]
+
+    def grouped(
+        self,
+        config: Config,
+        config_path: str,
+        secrets: SecretCache,
+        *,
+        force: bool = False,
+        strict: bool = False,
+    ) -> Grouped:
+        """Every account by source label: explicit ones and each source's users (read if due
+        or ``force``).
 
         ``strict`` (``config check``) turns a failed read into a ConfigError. A usernames_file
         that cannot be read before any good list exists is a ConfigError, as it always was; a
@@ -163,7 +179,7 @@ class Directory:
         with self._lock:
             for label in [k for k in self._status if k not in labels]:
                 del self._status[label]
-        return all_accounts(config, config_path, users)
+        return grouped_accounts(config, config_path, users)
 
     # ------------------------------------------------------------------ internals
     def _read(

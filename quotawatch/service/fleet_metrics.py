@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from quotawatch.service.directory import SourceStatus
-from quotawatch.state import FleetSummary
+from quotawatch.state import FleetSummary, SourceSummary
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -53,7 +53,38 @@ FLEET_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
 }
 FLEET_HISTOGRAM = "quotawatch_fleet_usage_ratio"
-FLEET_NAMES = frozenset({*FLEET_GAUGES, FLEET_HISTOGRAM})
+
+#: the fleet split by account source and mail host: a fixed number of series per (source, host)
+SOURCE_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "quotawatch_source_usage_bytes": (
+        "Storage used by the accounts of the source on the mail host, in bytes.",
+        ("source", "host"),
+    ),
+    "quotawatch_source_limit_bytes": (
+        "Sum of the storage limits of the accounts of the source on the mail host, in bytes.",
+        ("source", "host"),
+    ),
+    "quotawatch_source_accounts_failing": (
+        "Accounts of the source on the mail host whose last check failed, by reason (only "
+        "reasons with failing accounts; quotawatch_fleet_accounts_failing has every reason).",
+        ("source", "host", "reason"),
+    ),
+    "quotawatch_source_accounts_configured": (
+        "Configured accounts of the source on the mail host (source accounts: those listed "
+        "under accounts:).",
+        ("source", "host"),
+    ),
+    "quotawatch_source_accounts_checked": (
+        "Accounts of the source on the mail host with a stored check result.",
+        ("source", "host"),
+    ),
+    "quotawatch_source_accounts_omitted": (
+        "Accounts of the source on the mail host without per-account series (metrics.per_account).",
+        ("source", "host"),
+    ),
+}
+SOURCE_HISTOGRAM = "quotawatch_source_usage_ratio"
+FLEET_NAMES = frozenset({*FLEET_GAUGES, FLEET_HISTOGRAM, *SOURCE_GAUGES, SOURCE_HISTOGRAM})
 
 
 @dataclass
@@ -105,6 +136,36 @@ def fleet_families(
         )
     for doveadm, seconds in sorted(info.doveadm_seconds().items()):
         fams["quotawatch_doveadm_quota_duration_seconds"].add_metric([doveadm], seconds)
+    yield from fams.values()
+
+
+def source_families(summaries: Sequence[SourceSummary], level: float | None) -> Iterator[Metric]:
+    """The fleet split by source and host, from ``State.source_summaries`` (``level``: the
+    per_account level, 0.0 = every account has its series, None = none has)."""
+    from prometheus_client.metrics_core import GaugeHistogramMetricFamily, GaugeMetricFamily
+
+    fams = {name: GaugeMetricFamily(name, doc, labels=list(labels))
+            for name, (doc, labels) in SOURCE_GAUGES.items()}  # fmt: skip
+    histogram = GaugeHistogramMetricFamily(
+        SOURCE_HISTOGRAM,
+        "Accounts of the source on the mail host by usage of their fullest quota resource "
+        "(le = at or below), with gcount accounts and gsum the sum of their ratios.",
+        labels=["source", "host"],
+    )
+    for s in summaries:
+        group = [s.source, s.host]
+        buckets = [(str(b), float(n)) for b, n in zip(BANDS, s.at_or_below, strict=True)]
+        buckets.append(("+Inf", float(s.count)))
+        histogram.add_metric(group, buckets, s.ratio_sum)
+        fams["quotawatch_source_usage_bytes"].add_metric(group, s.used_bytes)
+        fams["quotawatch_source_limit_bytes"].add_metric(group, s.limit_bytes)
+        for reason, count in sorted(s.failing.items()):
+            fams["quotawatch_source_accounts_failing"].add_metric([*group, reason], count)
+        fams["quotawatch_source_accounts_configured"].add_metric(group, s.configured)
+        fams["quotawatch_source_accounts_checked"].add_metric(group, s.checked)
+        exported = s.configured if level == 0.0 else 0 if level is None else s.exported
+        fams["quotawatch_source_accounts_omitted"].add_metric(group, s.configured - exported)
+    yield histogram
     yield from fams.values()
 
 

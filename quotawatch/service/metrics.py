@@ -10,7 +10,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from quotawatch import __version__
-from quotawatch.service.fleet_metrics import BANDS, FLEET_NAMES, RuntimeInfo, fleet_families
+from quotawatch.service.fleet_metrics import (
+    BANDS,
+    FLEET_NAMES,
+    RuntimeInfo,
+    fleet_families,
+    source_families,
+)
 from quotawatch.state import ROW_COLUMNS, State
 
 if TYPE_CHECKING:  # prometheus_client is imported by the first scrape: `run --once` starts faster
@@ -250,13 +256,17 @@ class StateCollector:
         cleanup: bool,
         rule_actions: Mapping[str, Sequence[tuple[str, str]]] | None = None,
         level: float | None = 0.0,
+        groups: Iterable[tuple[str, str, str]] = (),
     ) -> None:
         """Set the configured accounts (at start-up and after a reload) and pre-create their series.
 
         ``rule_actions`` maps an account to its (rule, action) pairs for the cleanup counters.
         ``level`` is from which usage accounts get their own series (0.0 = all accounts, which
         also pre-creates their counters; None = none; failing accounts always have theirs).
+        ``groups`` gives (account, source, host) of the accounts for the per-source series
+        (stored in the state database, not held in memory).
         """
+        self.state.set_account_groups(groups)
         with self._lock:
             self._accounts = tuple(accounts)
             self._top_folders = top_folders
@@ -321,6 +331,7 @@ class StateCollector:
         yield from fleet_families(
             summary, REASONS, len(configured - exported), self.now(), self.info
         )
+        yield from source_families(self.state.source_summaries(BANDS, level), level)
 
 
 def _gauge_labels(name: str) -> list[str]:

@@ -29,6 +29,7 @@ from quotawatch.service.daemon import Daemon
 from quotawatch.service.fleet import phase
 from quotawatch.state import State
 from sandbox.dovecot import Dovecot
+from tests.support import assert_sources_sum_to_the_fleet
 
 FLEET = int(os.environ.get("QW_FLEET_ACCOUNTS", "2000"))
 FULL = 20  # accounts filled above imap_when_above
@@ -113,6 +114,38 @@ class _Frozen:
         return iter(self.families)
 
 
+def write_split(tmp_path: Path, server: Dovecot, names: list[str], extra: list[str]) -> Path:
+    """The fleet from two doveadm sources on two host names (one server: 127.0.0.1 and
+    localhost), plus explicit accounts on both hosts."""
+    prefix = names[0].rsplit("-", 1)[0]
+
+    def source(name: str, mask: str, host: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "doveadm": {"url": server.doveadm_url, "api_key_file": str(server.doveadm_key_file),
+                        "ca_file": str(server.ca_file), "user_mask": f"{prefix}-{mask}"},
+            "template": {"host": host, "port": server.imaps_port, "ca_file": str(server.ca_file),
+                         "username": f"{{user}}*{server.master_user}",
+                         "password_env": "QW_FLEET_ADMIN", "quota_source": "doveadm",
+                         "imap_when_above": "70%", "folders_every": "1d"},
+        }  # fmt: skip
+
+    explicit = [{"name": name, "host": host, "port": server.imaps_port,
+                 "ca_file": str(server.ca_file), "username": f"{name}*{server.master_user}",
+                 "password_env": "QW_FLEET_ADMIN"}
+                for name, host in zip(extra, ("127.0.0.1", "localhost"), strict=True)]  # fmt: skip
+    config: dict[str, Any] = {
+        "state_dir": str(tmp_path / "state"),
+        "schedule": {"interval": "15m", "jitter": "0s", "concurrency": 8, "cleanup": False},
+        "accounts": explicit,
+        "account_sources": [source("staff", "00*", "127.0.0.1"),
+                            source("students", "01*", "localhost")],
+    }  # fmt: skip
+    path = tmp_path / "quotawatch.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 @pytest.fixture
 def admin_password(dovecot_api: Dovecot, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("QW_FLEET_ADMIN", dovecot_api.master_password)
@@ -184,3 +217,50 @@ def test_every_account_once_per_cycle_with_one_quota_call(
     assert set(logins4.names) == set(fleet[:FULL]), "folders fresh: no login below the level"
     stored = State(tmp_path / "state").last_reports()[fleet[99]][2]
     assert stored["origin"]["folders"] == "stored" and stored["folders"] == after["folders"]
+
+
+def test_source_series_split_the_fleet_and_sum_to_it(
+    dovecot_api: Dovecot, fleet: list[str], tmp_path: Path, admin_password: None
+) -> None:
+    present = f"{fleet[0].rsplit('-', 1)[0]}-x-present"
+    dovecot_api.add_users([(present, "pw", 100 * 1024, None)])
+    missing = f"{present[:-8]}-missing"  # not a user: its check fails with reason auth
+    path = write_split(tmp_path, dovecot_api, fleet, [present, missing])
+    daemon, _seconds, metrics = run_once(path, Logins())
+    staff = [n for n in fleet if n.rsplit("-", 1)[1].startswith("00")]
+    students = [n for n in fleet if n.rsplit("-", 1)[1].startswith("01")]
+    assert set(daemon.runtime.accounts) == {*staff, *students, present, missing}
+    get = metrics.get_sample_value
+    groups = {
+        ("staff", "127.0.0.1"): len(staff),
+        ("students", "localhost"): len(students),
+        ("accounts", "127.0.0.1"): 1,
+        ("accounts", "localhost"): 1,
+    }
+    for (source, host), count in groups.items():
+        labels = {"source": source, "host": host}
+        assert get("quotawatch_source_accounts_configured", labels) == count, labels
+        assert get("quotawatch_source_accounts_checked", labels) == count, labels
+    failing = [(s.labels, s.value) for m in metrics.collect() for s in m.samples
+               if s.name == "quotawatch_source_accounts_failing"]  # fmt: skip
+    assert [(labels["source"], labels["host"], value) for labels, value in failing] == [
+        ("accounts", "localhost", 1)
+    ], "only the explicit account that is no user fails"
+    full = sum(1 for n in fleet[:FULL] if n in staff)  # the full accounts are the first ones
+    staff_labels = {"source": "staff", "host": "127.0.0.1"}
+    assert get("quotawatch_source_usage_ratio_gcount", staff_labels) == len(staff)
+    assert get("quotawatch_source_usage_ratio_bucket", {**staff_labels, "le": "0.5"}) == (
+        len(staff) - full
+    )
+    # every group's series sum to the fleet series; the split adds a fixed number of series
+    assert_sources_sum_to_the_fleet(metrics)
+    names = {m.name for m in metrics.collect()}
+    source_series = sum(len(m.samples) for m in metrics.collect()
+                        if m.name.startswith("quotawatch_source_") and m.samples
+                        and "host" in m.samples[0].labels)  # fmt: skip
+    assert source_series == 4 * 13 + 1, source_series  # 13 each, one failing reason
+    series = sum(len(m.samples) for m in metrics.collect())
+    assert series < 5000, series
+    assert "quotawatch_source_usage_ratio" in names
+    print(f"\n{len(daemon.runtime.accounts)} accounts, 2 sources + accounts: on 2 hosts: "
+          f"{series} series, {source_series} of them per source and host")  # fmt: skip

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from quotawatch.config import Account, parse_config
 from quotawatch.config.fleet import DoveadmAccess
+from quotawatch.config.sources import EXPLICIT_SOURCE, all_accounts, grouped_accounts
 from quotawatch.errors import ConfigError, ProtocolError
 from quotawatch.mail.doveadm import parse_quota_rows
 from quotawatch.model import QuotaResource
@@ -111,3 +113,34 @@ def test_first_folder_reads_are_spread_over_folders_every() -> None:
     assert due[0] == 0 and due[-1] == 400
     assert 50 < due[1] < 150 and 150 < due[2] < 250  # about a quarter, about a half
     assert all(needs_imap(a, 0.75, None, NOW, since) for a in accounts)  # above the level: now
+
+
+def test_accounts_grouped_by_source_with_explicit_ones_under_accounts(tmp_path: Path) -> None:
+    (tmp_path / "staff.txt").write_text("carol\ndave\n")
+    (tmp_path / "guests.txt").write_text("erin\n")
+    template = {"username": "{user}*admin", "password_env": "P"}
+    config = parse_config({
+        "accounts": [{"name": "alice", "host": "imap1", "username": "alice", "password_env": "P"}],
+        "account_sources": [
+            {"name": "staff", "usernames_file": "staff.txt", "template": {**template, "host": "imap2"}},
+            {"usernames_file": "guests.txt", "template": {**template, "host": "imap1"}},
+        ],
+    })  # fmt: skip
+    path = str(tmp_path / "quotawatch.yaml")
+    grouped = grouped_accounts(config, path)
+    assert [(label, [a.name for a in group]) for label, group in grouped] == [
+        (EXPLICIT_SOURCE, ["alice"]), ("staff", ["carol", "dave"]), ("sources[1]", ["erin"]),
+    ]  # fmt: skip
+    assert EXPLICIT_SOURCE == "accounts"
+    assert [a.name for a in all_accounts(config, path)] == ["alice", "carol", "dave", "erin"]
+
+
+def test_a_source_may_not_share_the_label_of_the_explicit_accounts() -> None:
+    template = {"host": "h", "username": "{user}", "password_env": "P"}
+    data = {
+        "account_sources": [{"name": "accounts", "usernames_file": "u.txt", "template": template}],
+    }
+    parse_config(data)  # no explicit accounts: nothing to mix up
+    data["accounts"] = [{"name": "alice", "host": "h", "username": "alice", "password_env": "P"}]
+    with pytest.raises(ConfigError, match=r"account_sources\[0\]\.name.*reserved"):
+        parse_config(data)
