@@ -172,6 +172,7 @@ def test_dashboard_is_valid_and_uses_only_exported_metrics() -> None:
     titles = [p["title"] for p in dash["panels"]]
     assert "Top 20 fullest accounts" in titles and "Accounts by usage band" in titles
     assert "Quota over time" in titles and "Largest folders" in titles and "Cleanups" in titles
+    assert "Above 90% by source/host" in titles and "Failing accounts by source/host" in titles
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids))
     exprs = _exprs(dash["panels"])
