@@ -9,10 +9,12 @@ import pytest
 
 from quotawatch.config import Account, parse_config
 from quotawatch.config.fleet import DoveadmAccess
+from quotawatch.config.secrets import SecretCache
 from quotawatch.config.sources import EXPLICIT_SOURCE, all_accounts, grouped_accounts
 from quotawatch.errors import ConfigError, ProtocolError
 from quotawatch.mail.doveadm import parse_quota_rows
 from quotawatch.model import QuotaResource
+from quotawatch.service.daemon import Runtime
 from quotawatch.service.fleet import doveadm_user, needs_imap
 
 NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
@@ -133,6 +135,11 @@ def test_accounts_grouped_by_source_with_explicit_ones_under_accounts(tmp_path: 
     ]  # fmt: skip
     assert EXPLICIT_SOURCE == "accounts"
     assert [a.name for a in all_accounts(config, path)] == ["alice", "carol", "dave", "erin"]
+    runtime = Runtime.of(config, grouped, SecretCache())
+    assert list(runtime.groups()) == [
+        ("alice", "accounts", "imap1"), ("carol", "staff", "imap2"), ("dave", "staff", "imap2"),
+        ("erin", "sources[1]", "imap1"),
+    ]  # fmt: skip
 
 
 def test_a_source_may_not_share_the_label_of_the_explicit_accounts() -> None:
