@@ -325,7 +325,8 @@ class AccountSource(Strict):
 
     name: str | None = Field(
         None,
-        description="Name of the source in logs and the source metrics (default: sources[N]).",
+        description="Name of the source in logs and the source metrics (default: sources[N]; "
+        "not 'accounts' while accounts: lists accounts, whose source label that is).",
         examples=["staff"],
     )
     usernames_file: Path | None = Field(
