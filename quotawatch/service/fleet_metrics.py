@@ -70,8 +70,8 @@ SOURCE_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
         ("source", "host", "reason"),
     ),
     "quotawatch_source_accounts_configured": (
-        "Configured accounts of the source on the mail host (source accounts: those listed "
-        "under accounts:).",
+        'Configured accounts of the source on the mail host (source="accounts": those listed '
+        "under accounts: in the config).",
         ("source", "host"),
     ),
     "quotawatch_source_accounts_checked": (
