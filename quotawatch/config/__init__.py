@@ -17,13 +17,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError
 
-from quotawatch.config.account import (
-    EXPLICIT_SOURCE,
-    Account,
-    AccountFields,
-    AccountSource,
-    AccountTemplate,
-)
+from quotawatch.config.account import Account, AccountFields, AccountSource, AccountTemplate
 from quotawatch.config.base import DEFAULT_PORTS, Email, Strict, TlsMode, check_tls_mode
 from quotawatch.config.oauth2 import OAuth2
 from quotawatch.config.profiles import GMAIL_DOWNLOAD_LIMIT
@@ -155,11 +149,6 @@ def _cross_checks(data: Config) -> list[tuple[str, str]]:
             )
     if data.warnings is not None and data.smtp is None:
         problems.append(("smtp", "warnings are configured but smtp is not"))
-    for i, source in enumerate(data.account_sources):
-        if data.accounts and source.name == EXPLICIT_SOURCE:
-            problems.append((f"account_sources[{i}].name", f"{source.name!r} is reserved for the "
-                             "accounts listed under accounts: (their source label in the "
-                             "metrics); give the source another name"))  # fmt: skip
     return problems
 
 

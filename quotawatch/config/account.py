@@ -326,7 +326,7 @@ class AccountSource(Strict):
     name: str | None = Field(
         None,
         description="Name of the source in logs and the source metrics (default: sources[N]; "
-        "not 'accounts' while accounts: lists accounts, whose source label that is).",
+        "a source named 'accounts' shares its series with the accounts listed under accounts:).",
         examples=["staff"],
     )
     usernames_file: Path | None = Field(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -142,12 +143,13 @@ def test_accounts_grouped_by_source_with_explicit_ones_under_accounts(tmp_path: 
     ]  # fmt: skip
 
 
-def test_a_source_may_not_share_the_label_of_the_explicit_accounts() -> None:
+def test_a_source_named_like_the_explicit_accounts_still_loads() -> None:
+    """A config that loaded before the source/host series keeps loading: a source named
+    ``accounts`` beside explicit accounts shares their ``source`` label (README says so)."""
     template = {"host": "h", "username": "{user}", "password_env": "P"}
-    data = {
+    data: dict[str, Any] = {
         "account_sources": [{"name": "accounts", "usernames_file": "u.txt", "template": template}],
+        "accounts": [{"name": "alice", "host": "h", "username": "alice", "password_env": "P"}],
     }
-    parse_config(data)  # no explicit accounts: nothing to mix up
-    data["accounts"] = [{"name": "alice", "host": "h", "username": "alice", "password_env": "P"}]
-    with pytest.raises(ConfigError, match=r"account_sources\[0\]\.name.*reserved"):
-        parse_config(data)
+    config = parse_config(data)
+    assert config.account_sources[0].label(0) == EXPLICIT_SOURCE
