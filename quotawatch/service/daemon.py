@@ -296,8 +296,12 @@ class Daemon:
             self.counters.inc("quotawatch_cleanup_deleted_messages_total", labels, done.messages)
             self.counters.inc("quotawatch_cleanup_freed_bytes_total", labels, done.bytes)
         self.last_ok[name] = result.ok
+        failed_plan = result.plan if result.plan is not None and result.plan.error else None
+        planned = (failed_plan.reason, str(failed_plan.error)) if failed_plan else None
         for reason, message in result.failures:
-            if reason in ("plan", "cleanup", "clock"):
+            if (reason, message) == planned and reason not in ("plan", "clock"):
+                log.warning("account=%s plan failed reason=%s: %s", name, reason, message)
+            elif reason in ("plan", "cleanup", "clock"):
                 log.warning("account=%s %s failed: %s", name, reason, message)
             elif reason == "state":
                 log.warning("account=%s cleanup failed reason=state: %s", name, message)

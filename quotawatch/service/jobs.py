@@ -115,6 +115,11 @@ def _save(state: State, report: AccountReport, now: datetime, **extra: Any) -> N
     state.save_report(report.name, now, report.ok, data, usage)
 
 
+#: a plan that fails for one of these keeps it as its reason (the server misbehaved, the link
+#: or the clock failed); any other failure while planning is reason ``plan``
+PLAN_REASONS = frozenset({"clock", "protocol", "timeout", "connect", "tls", "temporary"})
+
+
 def _plan(
     session: MailboxSession,
     account: Account,
@@ -134,7 +139,7 @@ def _plan(
         reason = getattr(exc, "reason", "internal")
         log.warning("plan failed account=%s reason=%s: %s", account.name, reason, exc)
         return failed_plan(
-            account.name, str(exc), snap.usage_ratio, "clock" if reason == "clock" else "plan"
+            account.name, str(exc), snap.usage_ratio, reason if reason in PLAN_REASONS else "plan"
         )
 
 

@@ -121,6 +121,20 @@ def test_a_fetch_that_cannot_be_placed_is_an_error_not_an_absent_message() -> No
         fetch(answer, [5], META, False)
 
 
+def test_fetch_data_without_a_uid_is_an_error_but_a_flag_change_is_not() -> None:
+    """Data asked for in a response without UID cannot be placed; FLAGS (and MODSEQ) alone are
+    another client's change (RFC 3501 7.4.2) and skipped."""
+    answer = (
+        b'* 1 FETCH (RFC822.SIZE 81 INTERNALDATE "19-Oct-2023 22:44:57 +0200")\r\nTAG OK done\r\n'
+    )
+    with pytest.raises(ProtocolError, match=r"RFC822\.SIZE without a UID"):
+        fetch(answer, [5], META[:2], False)
+    flags = b"* 2 FETCH (FLAGS (\\Seen))\r\n* 1 FETCH (UID 5 RFC822.SIZE 81 INTERNALDATE "
+    flags += b'"19-Oct-2023 22:44:57 +0200")\r\nTAG OK done\r\n'
+    got = fetch(flags, [5], META[:2], False)
+    assert got == {5: {b"UID": 5, b"RFC822.SIZE": 81, b"INTERNALDATE": DATE}}
+
+
 def test_a_body_may_be_as_large_as_its_size_plus_slack_and_no_larger() -> None:
     size = b"* 1 FETCH (UID 5 RFC822.SIZE 3)\r\nTAG OK done\r\n"
     body = b"* 1 FETCH (UID 5 BODY[] {3}\r\nabc)\r\nTAG OK done\r\n"

@@ -12,6 +12,9 @@ from imapclient.response_parser import parse_fetch_response, parse_response
 from quotawatch.errors import ProtocolError
 
 _QUOTED_NAME = re.compile(rb'"((?:[^"\\]|\\.)*)"')
+#: what a FETCH response may carry without a UID: another client's flag change (RFC 3501 7.4.2,
+#: RFC 7162 3.2.4); ``SEQ`` is imapclient's key for the message sequence number
+_UNSOLICITED = frozenset({b"FLAGS", b"MODSEQ", b"SEQ"})
 
 
 def responses(data: Sequence[Any]) -> Iterator[list[Any]]:
@@ -45,9 +48,10 @@ def parse_fetch(
     """The items asked for, by UID, of the UIDs ``asked``; INTERNALDATE as aware UTC.
 
     Each response is parsed on its own and filed under the UID it carries; the data of several
-    responses for one UID are merged (RFC 3501 7.4.2). A response without UID is unsolicited
-    (another client changed flags) and skipped. A UID that was asked for and answered without
-    one of the items raises ProtocolError: it cannot be placed, and is never taken as absent.
+    responses for one UID are merged (RFC 3501 7.4.2). A response without UID that carries only
+    FLAGS (and MODSEQ) is unsolicited (another client changed flags) and skipped; one that
+    carries anything else is an answer that cannot be placed and raises ProtocolError, as does
+    a UID that was asked for and answered without one of the items: never taken as absent.
     """
     keys = {fetch_key(i) for i in items}
     merged: dict[int, dict[bytes, Any]] = {}
@@ -58,7 +62,13 @@ def parse_fetch(
             found = {fetch_key(k): v for k, v in values.items()}
             uid = found.get(b"UID")
             if uid is None:
-                continue
+                data = sorted(k.decode("ascii", "replace") for k in found.keys() - _UNSOLICITED)
+                if not data:
+                    continue
+                raise ProtocolError(
+                    account,
+                    f"the server's FETCH answer carries {', '.join(data)} without a UID"[:300],
+                )
             if not isinstance(uid, int):
                 raise ProtocolError(account, f"FETCH response with UID {str(uid)[:40]}")
             merged.setdefault(uid, {}).update(found)

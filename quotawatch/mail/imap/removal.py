@@ -18,8 +18,9 @@ MODIFIED = "changed since the plan (the server reported it MODIFIED); left in pl
 UNMARKED = "became protected after it was marked \\Deleted; the mark was taken off again"
 GONE = "no longer on the server when its batch began"
 STAYED = "still on the server after the command"
-_FETCH_UID = re.compile(rb"\d+ \((?:.* )?UID (\d+)[ )]")
-_FETCH_FLAGS = re.compile(rb"FLAGS \(([^()]*)\)")
+#: atoms are case-insensitive (RFC 3501): a server may answer ``* 2 fetch (flags () uid 2)``
+_FETCH_UID = re.compile(rb"\d+ \((?:.* )?UID (\d+)[ )]", re.IGNORECASE)
+_FETCH_FLAGS = re.compile(rb"FLAGS \(([^()]*)\)", re.IGNORECASE)
 
 Act = Callable[[list[int], Keep, MutableMapping[int | str, str]], list[int]]
 
