@@ -7,7 +7,9 @@ UID SEARCH, UID FETCH, UID STORE, UID EXPUNGE, NOOP) use lower-case atoms, quote
 names (``body[header.fields ("message-id")]``), literals where a quoted string is usual
 (mailbox names, INTERNALDATE), items in another order, and LIST extended items
 (``("OLDNAME" ("Deleted Items"))``). The greeting, CAPABILITY, LOGIN and SELECT stay in the
-usual upper case: imaplib reads those.
+usual upper case: imaplib reads those. ``capabilities`` picks quotawatch's path for folder
+sizes: LIST-STATUS (with the folder list), STATUS=SIZE alone (one STATUS per folder) or neither
+(sizes summed from ``UID FETCH (RFC822.SIZE)``).
 
 ``unplaceable``: how it answers the metadata ``UID FETCH`` (the one asking for INTERNALDATE)
 instead: ``"no-uid"`` (the data without the UID item) or ``"flags-only"`` (the UID with
@@ -85,6 +87,7 @@ class OddImapServer(LoopbackServer):
         *,
         unplaceable: str | None = None,
         flag_on_store: int | None = None,
+        capabilities: bytes = CAPABILITIES,
         max_seconds: float = 60.0,
     ) -> None:
         super().__init__(max_connections=8, lifetime=600.0)
@@ -97,6 +100,7 @@ class OddImapServer(LoopbackServer):
         }  # fmt: skip
         self.unplaceable = unplaceable
         self.flag_on_store = flag_on_store
+        self.capabilities = capabilities
         self.max_seconds = max_seconds
         self.commands: list[bytes] = []
 
@@ -112,7 +116,7 @@ class OddImapServer(LoopbackServer):
 
     def _serve(self, sock: socket.socket, number: int) -> None:
         s = Conversation(sock, self._stop, max_seconds=self.max_seconds, max_bytes=1 << 20)
-        if not s.send(b"* OK [CAPABILITY " + CAPABILITIES + b"] odd IMAP ready\r\n"):
+        if not s.send(b"* OK [CAPABILITY " + self.capabilities + b"] odd IMAP ready\r\n"):
             return
         selected: str | None = None
         for _ in range(10_000):
@@ -136,12 +140,16 @@ class OddImapServer(LoopbackServer):
         ok = tag + b" ok " + verb.lower() + b" done\r\n"
         if verb == b"CAPABILITY":
             return (
-                b"* CAPABILITY " + CAPABILITIES + b"\r\n" + tag + b" OK done\r\n",
+                b"* CAPABILITY " + self.capabilities + b"\r\n" + tag + b" OK done\r\n",
                 selected,
                 False,
             )
         if verb == b"LOGIN":
-            return tag + b" OK [CAPABILITY " + CAPABILITIES + b"] Logged in\r\n", selected, False
+            return (
+                tag + b" OK [CAPABILITY " + self.capabilities + b"] Logged in\r\n",
+                selected,
+                False,
+            )
         if verb == b"LOGOUT":
             return b"* BYE bye\r\n" + tag + b" OK done\r\n", selected, True
         if verb in (b"NOOP", b"CHECK", b"ID", b"ENABLE", b"UNSELECT"):

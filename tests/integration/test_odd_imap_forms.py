@@ -61,9 +61,20 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, 
     return code, account
 
 
+BASE = b"IMAP4rev1 LITERAL+ UIDPLUS QUOTA SPECIAL-USE"
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [{}, {"capabilities": BASE + b" STATUS=SIZE"}, {"capabilities": BASE}],
+    indirect=True,
+    ids=["list-status", "status-size", "sizes-by-fetch"],
+)
 def test_check_plan_and_cleanup_read_every_form_right(
     odd: OddImapServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The folder sizes come from LIST-STATUS, from STATUS per folder, or summed from a UID
+    FETCH of RFC822.SIZE, depending on the capabilities: each path reads the odd forms."""
     path = str(configure(odd, tmp_path))
     sizes = {name: sum(len(m[0]) for m in ms) for name, ms in mailbox().items()}
 
@@ -125,7 +136,7 @@ def test_a_fetch_the_reader_cannot_place_fails_the_account(
     (account,) = all_accounts(config, str(path))
     plan, result = run(config, account, apply=True)
     assert plan.reason == "protocol" and not plan.ok, (plan.reason, plan.error)
-    assert plan.actions == () and result is None, "nothing planned, nothing run"
+    assert plan.actions == () and (result is None or result.messages == 0), result
     assert odd.uids("Trash") == [1, 2, 3, 4, 5]
     assert not any(b"STORE" in c.upper() or b"EXPUNGE" in c.upper() for c in odd.commands)
 

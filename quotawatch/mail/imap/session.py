@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from quotawatch.config import Account, TlsMode
 from quotawatch.config.profiles import EXCHANGE
-from quotawatch.errors import CapabilityMissing, CredentialsNotSent, TLSError
+from quotawatch.errors import CapabilityMissing, CredentialsNotSent, ProtocolError, TLSError
 from quotawatch.mail.imap import fallback
 from quotawatch.mail.imap import wire as imap_wire
 from quotawatch.mail.imap.client import GreetingClient
@@ -266,8 +266,8 @@ class ImapSession(GmailOps):
             result = []
             for name, special in listed:
                 if "STATUS=SIZE" in self._caps:
-                    st = self.client.folder_status(name, ["MESSAGES", "SIZE"])
-                    result.append(FolderInfo(name, int(st[b"MESSAGES"]), int(st[b"SIZE"]), special))
+                    messages, size = self._status(name)
+                    result.append(FolderInfo(name, messages, size, special))
                 else:
                     result.append(self._folder_by_fetch(name, special))
             return tuple(result)
@@ -276,14 +276,35 @@ class ImapSession(GmailOps):
         return "LIST-STATUS" in self._caps and "STATUS=SIZE" in self._caps
 
     def _list(self) -> list[tuple[str, str | None]]:
-        """(name, special-use flag) of every selectable folder."""
+        """(name, special-use flag) of every selectable folder (``LIST "" "*"`` through the
+        lean reader, which takes any case, literals and extended items; imaplib would not)."""
+        lists = self._run("list", b'LIST "" "*"', b"LIST")[b"LIST"]
+        listed: list[tuple[Any, Any]] | None = imap_wire.parse_list(lists)
+        if listed is None:
+            listed = fallback.parse_list(self.account, lists)
         out = []
-        for flags, _delim, name in self.client.list_folders():
+        for flags, raw_name in listed:
             upper = {_text(f).upper() for f in flags}
             if "\\NOSELECT" in upper or "\\NONEXISTENT" in upper:
                 continue
-            out.append((str(name), self._special_use(flags, str(name))))
+            name = _mailbox_name(raw_name)
+            out.append((name, self._special_use(flags, name)))
         return out
+
+    def _status(self, name: str) -> tuple[int, int]:
+        """(MESSAGES, SIZE) of one folder by ``STATUS`` through the lean reader."""
+        line = b"STATUS " + self.client._normalise_folder(name) + b" (MESSAGES SIZE)"
+        statuses = self._run("status", line, b"STATUS")[b"STATUS"]
+        fast = imap_wire.parse_status(statuses)
+        pairs = fast if fast is not None else fallback.parse_pairs(self.account, "STATUS", statuses)
+        for _raw, items in pairs:
+            values = (
+                items
+                if isinstance(items, dict)
+                else {_text(k).upper().encode(): v for k, v in _pairs(items)}
+            )
+            return int(values.get(b"MESSAGES", 0)), int(values.get(b"SIZE", 0))
+        raise ProtocolError(self.account, f"no STATUS answer for {name}")
 
     def _folders_list_status(self) -> tuple[FolderInfo, ...]:
         if self._listed is not None:
@@ -319,18 +340,17 @@ class ImapSession(GmailOps):
             name = _mailbox_name(raw_name)
             messages, size = sizes.get(name, (0, 0))
             if name not in sizes:  # a server may omit STATUS for some folders; ask for it directly
-                st = self.client.folder_status(name, ["MESSAGES", "SIZE"])
-                messages, size = int(st[b"MESSAGES"]), int(st[b"SIZE"])
+                messages, size = self._status(name)
             result.append(FolderInfo(name, messages, size, self._special_use(flags, name)))
         return tuple(result)
 
     def _folder_by_fetch(self, name: str, special: str | None) -> FolderInfo:
         """Size without STATUS=SIZE: sum RFC822.SIZE fetched by UID, in chunks, read-only."""
         self._select(name, readonly=True, fresh=False)
-        uids = sorted(self.client.search(["ALL"]))
+        uids = sorted(self._search_line(b"ALL"))
         total = 0
         for part in chunks(uids):
-            fetched = self.client.fetch(list(part), ["RFC822.SIZE"])
+            fetched = self._fetch(part, [b"RFC822.SIZE"])
             total += sum(int(v[b"RFC822.SIZE"]) for v in fetched.values())
         return FolderInfo(name, len(uids), total, special)
 
