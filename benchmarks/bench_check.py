@@ -39,6 +39,7 @@ import urllib.request
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -190,9 +191,10 @@ def checks_done(text: str) -> int:
 
 
 def daemon_memory(
-    config: Path, total: int, env_extra: dict[str, str] | None = None
-) -> dict[str, float]:
-    """RSS of ``quotawatch run`` after READY=1 and after every account was checked once.
+    config: Path, total: int, env_extra: dict[str, str] | None = None, scrapes: int = 1
+) -> dict[str, Any]:
+    """RSS of ``quotawatch run`` after READY=1, after every account was checked once and after
+    ``scrapes`` scrapes of /metrics (``scrape_seconds``: their median, ``scrape_all``: each).
 
     The end of the cycle is seen in the log (one line per account), so no scrape runs during it.
     """
@@ -221,13 +223,18 @@ def daemon_memory(
                     break
         cycle = time.perf_counter() - cycle_start
         rss_cycle = rss_kib(proc.pid)
-        text, scrape_seconds = scrape(url)
+        times = []
+        for _ in range(scrapes):
+            text, seconds = scrape(url)
+            times.append(seconds)
+        scrape_seconds = median(times)
         assert checks_done(text) >= total
         rss_scraped = rss_kib(proc.pid)
         return {
             "ready_seconds": ready_after, "rss_start_mib": rss_start / 1024,
             "cycle_seconds": cycle, "rss_cycle_mib": rss_cycle / 1024,
             "rss_after_scrape_mib": rss_scraped / 1024, "scrape_seconds": scrape_seconds,
+            "scrape_all": times,
             "scrape_bytes": len(text.encode()),
             "series": sum(1 for line in text.splitlines() if line and not line.startswith("#")),
         }  # fmt: skip

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -137,17 +138,27 @@ def expand_source(
     the template needs), is skipped with a warning rather than failing the whole list; in a
     usernames_file both are errors naming the line or the template key.
     """
+    return list(_expand_source(source, where, base, users))
+
+
+def _expand_source(
+    source: AccountSource,
+    where: str,
+    base: Path | None = None,
+    users: Sequence[str | Listed] | None = None,
+) -> Iterator[Account]:
+    """``expand_source`` one account at a time (so a caller can keep them compact); the
+    ConfigError of every problem comes after the last account."""
     from_server = users is not None
     if users is None:
         if source.usernames_file is None:
-            return []
+            return
         users = read_usernames(source, base, where)
     path = f"{where}.{source.kind}"
     if source.usernames_file is not None:
         file = source.usernames_file
         path = str(base / file if base is not None and not file.is_absolute() else file)
     template = _template(source)
-    accounts = []
     problems: list[tuple[str, str]] = []
     skip = _Skipped(where)
     for lineno, item in enumerate(users, 1):
@@ -165,7 +176,7 @@ def expand_source(
         if data is None:
             continue
         try:
-            accounts.append(Account.model_validate(data))
+            account = Account.model_validate(data)
         except ValidationError as exc:
             errors = exc.errors(include_url=False, include_input=False)
             if from_server:
@@ -181,10 +192,106 @@ def expand_source(
                         f"for user {user!r}: {err['msg'].removeprefix('Value error, ')}",
                     )
                 )
+            continue
+        yield account
     skip.close()
     if problems:
         raise ConfigError(path, problems)
-    return accounts
+
+
+def _has_placeholder(value: Any) -> bool:
+    if isinstance(value, str):
+        return _PLACEHOLDER.search(value) is not None
+    if isinstance(value, list):
+        return any(_has_placeholder(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_placeholder(v) for v in value.values())
+    return False
+
+
+class AccountTable(Mapping[str, Account]):
+    """The accounts by name, kept compact: an account of a source is stored as the values of
+    the fields its template fills in per user (name, username, ...) beside one full Account
+    of that source (its prototype); a lookup builds the Account, a shallow copy of the
+    prototype with those values, equal to the one validated when the list was read.
+
+    An account whose other fields or set keys differ from the prototype's (or an explicit
+    account) is kept as it is. 100,000 accounts of one source take some 30 MB rather than
+    some 250 MB of validated models.
+    """
+
+    def __init__(self) -> None:
+        #: (source label, number of accounts) in the order the accounts were added
+        self.spans: list[tuple[str, int]] = []
+        self._rows: dict[str, Account | tuple[int, tuple[Any, ...]]] = {}
+        #: per group (a source): its prototype (None until the first account) and the fields
+        #: that vary per user
+        self._groups: list[tuple[Account | None, tuple[str, ...]]] = []
+
+    def group(self, varying: Iterable[str]) -> int:
+        """A new group of accounts that differ only in the fields ``varying``."""
+        self._groups.append((None, tuple(varying)))
+        return len(self._groups) - 1
+
+    def add(self, account: Account, group: int | None = None) -> bool:
+        """Add ``account`` (of ``group``, compactly if it can be); False if its name is taken."""
+        name = account.name
+        if name in self._rows:
+            return False
+        if group is None:
+            self._rows[name] = account
+            return True
+        proto, varying = self._groups[group]
+        if proto is None:
+            self._groups[group] = (account, varying)
+            proto = account
+        mine, theirs = account.__dict__, proto.__dict__
+        if (
+            type(account) is type(proto)
+            and account.__pydantic_fields_set__ == proto.__pydantic_fields_set__
+            and mine.keys() == theirs.keys()
+            and all(mine[k] == v for k, v in theirs.items() if k not in varying)
+        ):
+            self._rows[name] = (group, tuple(mine[k] for k in varying))
+        else:
+            self._rows[name] = account
+        return True
+
+    def __getitem__(self, name: str) -> Account:
+        row = self._rows[name]
+        if not isinstance(row, tuple):
+            return row
+        proto, varying = self._groups[row[0]]
+        assert proto is not None
+        return proto.model_copy(update=dict(zip(varying, row[1], strict=True)))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._rows
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def grouped(self) -> list[tuple[str, list[Account]]]:
+        """The accounts by source label (``spans``), each built."""
+        accounts = iter(self.values())
+        return [(label, list(islice(accounts, count))) for label, count in self.spans]
+
+    def same(self, name: str, other: Mapping[str, Account]) -> bool:
+        """Whether account ``name`` (in both) has the same settings in ``other``; compact rows of
+        equal prototypes are compared without building the accounts."""
+        mine = self._rows[name]
+        if isinstance(other, AccountTable) and isinstance(mine, tuple):
+            theirs = other._rows[name]
+            if isinstance(theirs, tuple):
+                if mine[1] != theirs[1]:
+                    return False
+                a, b = self._groups[mine[0]], other._groups[theirs[0]]
+                if a is b or a == b:
+                    return True
+        return self[name] == other[name]
 
 
 def config_base(config_path: str) -> Path | None:
@@ -203,26 +310,40 @@ def grouped_accounts(
     ``users`` gives the users of sources by index (the doveadm and ldap sources, read by the
     service, or a kept list); such a source without an entry contributes no accounts.
     """
-    result = [(EXPLICIT_SOURCE, list(config.accounts))]
+    return account_table(config, config_path, users).grouped()
+
+
+def account_table(
+    config: Config,
+    config_path: str = "<config>",
+    users: Mapping[int, Sequence[str | Listed]] | None = None,
+) -> AccountTable:
+    """``grouped_accounts`` as a compact ``AccountTable`` (what the daemon keeps), its
+    ``spans`` giving each source label's number of accounts in order."""
+    table = AccountTable()
     problems: list[tuple[str, str]] = []
     base = config_base(config_path)
+
+    def add(acct: Account, group: int | None = None) -> int:
+        if table.add(acct, group):
+            return 1
+        problems.append(("account_sources", f"account name {acct.name!r} appears twice"))
+        return 0
+
+    table.spans.append((EXPLICIT_SOURCE, sum(add(acct) for acct in config.accounts)))
     for i, source in enumerate(config.account_sources):
+        template = _template(source)
+        group = table.group(k for k, v in template.items() if _has_placeholder(v))
+        count = 0
         try:
-            given = (users or {}).get(i)
-            result.append(
-                (source.label(i), expand_source(source, f"account_sources[{i}]", base, given))
-            )
+            for acct in _expand_source(source, f"account_sources[{i}]", base, (users or {}).get(i)):
+                count += add(acct, group)
         except ConfigError as exc:
             problems += exc.problems
-    seen: set[str] = set()
-    for _label, group in result:
-        for acct in group:
-            if acct.name in seen:
-                problems.append(("account_sources", f"account name {acct.name!r} appears twice"))
-            seen.add(acct.name)
+        table.spans.append((source.label(i), count))
     if problems:
         raise ConfigError(config_path, problems)
-    return result
+    return table
 
 
 def all_accounts(
@@ -232,7 +353,7 @@ def all_accounts(
 ) -> list[Account]:
     """Explicit accounts first, then every account source, with duplicate names refused
     (``grouped_accounts`` without the grouping)."""
-    return [a for _label, group in grouped_accounts(config, config_path, users) for a in group]
+    return list(account_table(config, config_path, users).values())
 
 
 def select_accounts(accounts: Sequence[Account], names: Iterable[str] | None) -> list[Account]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,6 +20,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from quotawatch.config import Account, Config, load_config
 from quotawatch.config.secrets import SecretCache
+from quotawatch.config.sources import AccountTable
 from quotawatch.errors import ConfigError
 from quotawatch.mail.connect import open_session
 from quotawatch.mail.oauth2.signin import refresh_lapses
@@ -48,6 +49,9 @@ WarnFactory = Callable[[Config, State, SecretCache, Counters], WarnHook | None]
 SOURCES_JOB = ":sources"
 #: how often that job looks whether a source is due
 SOURCES_EVERY = 60
+#: triggers shared by the jobs of one start-up or reload: (seconds, start, jitter) -> (trigger,
+#: first run)
+Triggers = dict[tuple[float, datetime, int | None], tuple[IntervalTrigger, datetime | None]]
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,7 @@ class Runtime:
     """One loaded config: swapped as a whole on reload, so a job sees one consistent version."""
 
     config: Config
-    accounts: dict[str, Account]
+    accounts: Mapping[str, Account]  # an AccountTable: compact, builds an Account per lookup
     secrets: SecretCache
     warn: WarnHook | None = None
     #: (source label, number of accounts) in the order of ``accounts`` (the source metrics)
@@ -65,6 +69,10 @@ class Runtime:
     def of(cls, config: Config, grouped: Grouped, secrets: SecretCache) -> Runtime:
         accounts = {a.name: a for _label, group in grouped for a in group}
         return cls(config, accounts, secrets, spans=tuple((lb, len(g)) for lb, g in grouped))
+
+    @classmethod
+    def of_table(cls, config: Config, table: AccountTable, secrets: SecretCache) -> Runtime:
+        return cls(config, table, secrets, spans=tuple(table.spans))
 
     def groups(self) -> Iterator[tuple[str, str, str]]:
         """(account, source label, host) of every account, without a map kept per account."""
@@ -116,8 +124,8 @@ class Daemon:
         """Read and validate the config and read every account source; ConfigError lists every problem."""
         config = config or load_config(self.config_path)
         secrets = secret_cache(config, self.config_path)
-        grouped = self.directory.grouped(config, self.config_path, secrets, force=True)
-        return Runtime.of(config, grouped, secrets)
+        found = self.directory.table(config, self.config_path, secrets, force=True)
+        return Runtime.of_table(config, found, secrets)
 
     def _configure(self, rt: Runtime) -> None:
         rt_warn = self.warn_factory(rt.config, self.state, rt.secrets, self.counters)
@@ -152,6 +160,7 @@ class Daemon:
             self._on_event, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED
         )
         now = self.clock()
+        shared: Triggers = {}
         for name in self.runtime.accounts:
             if once:
                 # Not a DateTrigger: APScheduler 3 removes a spent one-shot job without a lock
@@ -160,7 +169,7 @@ class Daemon:
                                        args=(name,), id=name, name=name, next_run_time=now,
                                        misfire_grace_time=None)  # fmt: skip
             else:
-                self._schedule(name, self._first_run(name, now))
+                self._schedule(name, self._first_run(name, now), shared)
         if not once:
             self._sources_job(self.runtime.config)
         self.cycles.restart(self.runtime.accounts)
@@ -177,12 +186,31 @@ class Daemon:
             start = max(start, min(last[0] + interval, now + interval))
         return start
 
-    def _schedule(self, name: str, start: datetime) -> None:
+    def _schedule(self, name: str, start: datetime, shared: Triggers | None = None) -> None:
+        """Add or replace the account's job, first due at ``start`` (rounded up to the second).
+
+        ``shared`` (one dict per start-up or reload) lets the jobs due in the same second share
+        one trigger, which never changes: 100,000 jobs then hold at most one trigger per second
+        of the interval, not 100,000.
+        """
         schedule = self.runtime.config.schedule
         seconds = schedule.interval.total_seconds()
         jitter = int(schedule.jitter.total_seconds()) or None
-        trigger = IntervalTrigger(seconds=seconds, start_date=start, jitter=jitter, timezone=UTC)
-        first = trigger.get_next_fire_time(None, start)  # not an interval late after a slow start
+        if start.microsecond:
+            start = start.replace(microsecond=0) + timedelta(seconds=1)
+        key = (seconds, start, jitter)
+        found = shared.get(key) if shared is not None else None
+        if found is None:
+            trigger = IntervalTrigger(
+                seconds=seconds, start_date=start, jitter=jitter, timezone=UTC
+            )
+            # not an interval late after a slow start
+            found = (trigger, trigger.get_next_fire_time(None, start))
+            if shared is not None:
+                shared[key] = found
+        trigger, first = found
+        if jitter is not None:  # each job draws its own jitter
+            first = trigger.get_next_fire_time(None, start)
         self.scheduler.add_job(self.run_job, trigger, args=(name,), id=name, name=name,
                                next_run_time=first, misfire_grace_time=max(1, int(seconds)),
                                replace_existing=True)  # fmt: skip
@@ -344,13 +372,15 @@ class Daemon:
         if not self.directory.due(rt.config):
             return False
         try:
-            grouped = self.directory.grouped(rt.config, self.config_path, rt.secrets)
+            found = self.directory.table(rt.config, self.config_path, rt.secrets)
         except ConfigError as exc:
             log.error("refreshing the account sources failed: %s", exc)
             return False
-        new = Runtime.of(rt.config, grouped, rt.secrets)
+        new = Runtime.of_table(rt.config, found, rt.secrets)
         with self._apply_lock:
-            if self.runtime is not rt or (new.accounts, new.spans) == (rt.accounts, rt.spans):
+            if self.runtime is not rt or (
+                new.spans == rt.spans and not _differ(rt.accounts, new.accounts)
+            ):
                 return False
             self._apply(rt, new)
         return True
@@ -370,7 +400,7 @@ class Daemon:
         changed = {
             n
             for n in old.accounts.keys() & new.accounts.keys()
-            if old.accounts[n] != new.accounts[n]
+            if not _same(new.accounts, n, old.accounts)
         }
         timing = (old.config.schedule.interval, old.config.schedule.jitter) != (
             new.config.schedule.interval, new.config.schedule.jitter)  # fmt: skip
@@ -382,11 +412,12 @@ class Daemon:
             with suppress(JobLookupError):
                 self.scheduler.remove_job(name)
             self.last_ok.pop(name, None)
+        shared: Triggers = {}
         for name in sorted(added | changed):
-            self._schedule(name, now + timedelta(seconds=1))
+            self._schedule(name, now + timedelta(seconds=1), shared)
         if timing:
             for name in sorted(new.accounts.keys() - added - changed):
-                self._schedule(name, self._first_run(name, now))
+                self._schedule(name, self._first_run(name, now), shared)
         self.state.forget_accounts(new.accounts)
         log.info("reloaded: %d accounts (%d added, %d removed, %d changed)",
                  len(new.accounts), len(added), len(removed), len(changed))  # fmt: skip
@@ -417,3 +448,15 @@ class Daemon:
             with suppress(queue.Empty):
                 results.append(self._once_results.get(timeout=0.2))
         return results
+
+
+def _same(accounts: Mapping[str, Account], name: str, other: Mapping[str, Account]) -> bool:
+    """Whether account ``name`` (in both) has the same settings in ``other``."""
+    if isinstance(accounts, AccountTable):
+        return accounts.same(name, other)
+    return accounts[name] == other[name]
+
+
+def _differ(old: Mapping[str, Account], new: Mapping[str, Account]) -> bool:
+    """Whether two account lists differ in names or in any account's settings."""
+    return old.keys() != new.keys() or any(not _same(new, n, old) for n in new)

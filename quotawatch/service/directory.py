@@ -13,7 +13,13 @@ from quotawatch.config import Account, AccountSource, Config
 from quotawatch.config.fleet import DoveadmAccess
 from quotawatch.config.ldap import LdapSource
 from quotawatch.config.secrets import SecretCache
-from quotawatch.config.sources import Listed, config_base, grouped_accounts, read_usernames
+from quotawatch.config.sources import (
+    AccountTable,
+    Listed,
+    account_table,
+    config_base,
+    read_usernames,
+)
 from quotawatch.errors import ConfigError, ProtocolError, QuotawatchError
 from quotawatch.extras import MissingExtra
 from quotawatch.mail.doveadm import Doveadm
@@ -132,8 +138,20 @@ class Directory:
         force: bool = False,
         strict: bool = False,
     ) -> Grouped:
-        """Every account by source label: explicit ones and each source's users (read if due
-        or ``force``).
+        """Every account by source label (``table`` with the same arguments, grouped)."""
+        return self.table(config, config_path, secrets, force=force, strict=strict).grouped()
+
+    def table(
+        self,
+        config: Config,
+        config_path: str,
+        secrets: SecretCache,
+        *,
+        force: bool = False,
+        strict: bool = False,
+    ) -> AccountTable:
+        """Every account by name (a compact table, its ``spans`` by source label): explicit
+        ones and each source's users (read if due or ``force``).
 
         ``strict`` (``config check``) turns a failed read into a ConfigError. A usernames_file
         that cannot be read before any good list exists is a ConfigError, as it always was; a
@@ -179,7 +197,7 @@ class Directory:
         with self._lock:
             for label in [k for k in self._status if k not in labels]:
                 del self._status[label]
-        return grouped_accounts(config, config_path, users)
+        return account_table(config, config_path, users)
 
     # ------------------------------------------------------------------ internals
     def _read(

@@ -11,7 +11,13 @@ import pytest
 from quotawatch.config import Account, parse_config
 from quotawatch.config.fleet import DoveadmAccess
 from quotawatch.config.secrets import SecretCache
-from quotawatch.config.sources import EXPLICIT_SOURCE, all_accounts, grouped_accounts
+from quotawatch.config.sources import (
+    EXPLICIT_SOURCE,
+    AccountTable,
+    account_table,
+    all_accounts,
+    grouped_accounts,
+)
 from quotawatch.errors import ConfigError, ProtocolError
 from quotawatch.mail.doveadm import parse_quota_rows
 from quotawatch.model import QuotaResource
@@ -141,6 +147,9 @@ def test_accounts_grouped_by_source_with_explicit_ones_under_accounts(tmp_path: 
         ("alice", "accounts", "imap1"), ("carol", "staff", "imap2"), ("dave", "staff", "imap2"),
         ("erin", "sources[1]", "imap1"),
     ]  # fmt: skip
+    table = account_table(config, path)
+    assert table.spans == [(EXPLICIT_SOURCE, 1), ("staff", 2), ("sources[1]", 1)]
+    assert list(Runtime.of_table(config, table, SecretCache()).groups()) == list(runtime.groups())
 
 
 def test_a_source_named_like_the_explicit_accounts_still_loads() -> None:
@@ -153,3 +162,45 @@ def test_a_source_named_like_the_explicit_accounts_still_loads() -> None:
     }
     config = parse_config(data)
     assert config.account_sources[0].label(0) == EXPLICIT_SOURCE
+
+
+def test_the_account_table_keeps_source_accounts_compact_and_equal() -> None:
+    """An account of a source is kept as the values its template fills in; a lookup gives the
+    Account validated from the list (same fields, same keys set), one that differs otherwise is
+    kept whole, and two tables compare account by account."""
+    template = {"host": "h", "username": "{user}*admin", "password_env": "P",
+                "email": "{user}@example.org"}  # fmt: skip
+    config = parse_config({
+        "accounts": [{"name": "boss", "host": "h", "username": "boss", "password_env": "P"}],
+        "account_sources": [{"usernames_file": "u.txt", "template": template}],
+    })  # fmt: skip
+    users = ["alice", "bob", "carol"]
+    table = account_table(config, "<config>", {0: users})
+    assert list(table) == ["boss", *users] and len(table) == 4 and "bob" in table
+    assert all_accounts(config, "<config>", {0: users}) == list(table.values())
+    for user in users:
+        validated = Account.model_validate({"name": user, "host": "h",
+                                            "username": f"{user}*admin",
+                                            "password_env": "P",
+                                            "email": f"{user}@example.org"})  # fmt: skip
+        assert table[user] == validated
+        assert table[user].model_fields_set == validated.model_fields_set
+        assert table[user].model_dump_json() == validated.model_dump_json()
+        assert isinstance(table._rows[user], tuple)  # compact
+    assert table["boss"] is config.accounts[0]
+
+    odd = AccountTable()
+    group = odd.group(["name", "username"])
+    first = account(name="a", username="a")
+    other_host = account(name="b", username="b", host="elsewhere")
+    assert odd.add(first, group) and odd.add(other_host, group)
+    assert not odd.add(account(name="a", username="x"), group), "a name is taken once"
+    assert odd._rows["b"] is other_host and odd["b"] == other_host and odd["a"] == first
+
+    changed = account_table(config, "<config>", {0: ["alice", "bob", "dave"]})
+    assert table.same("alice", changed) and changed.same("boss", table)
+    renamed = parse_config({"account_sources": [
+        {"usernames_file": "u.txt", "template": {**template, "host": "h2"}}]})  # fmt: skip
+    assert not account_table(renamed, "<config>", {0: users}).same("bob", table)
+    with pytest.raises(ConfigError, match="'alice' appears twice"):
+        account_table(config, "<config>", {0: ["alice", "alice"]})
