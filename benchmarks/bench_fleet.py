@@ -13,6 +13,7 @@ hold 85 % of their 1 MiB quota, the others are empty. In one run it measures:
    ``imap_when_above`` log in): wall time, quotawatch CPU, Dovecot CPU, logins;
 2. the daemon with that config: RSS after READY=1, after one cycle and after the scrapes;
    the median time of 7 scrapes, size and series count (default ``metrics.per_account``);
+   then the same with ``MALLOC_ARENA_MAX=2`` (``--arena-max``: glibc's arenas per thread);
 3. the daemon's RSS after start-up with ``--configured`` accounts (a usernames file; they need
    not exist);
 4. logins per fixed interval under ``schedule.adaptive`` for a simulated fleet (most below 50 %,
@@ -140,6 +141,8 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=10_000)
     parser.add_argument("--full", type=int, default=200)
     parser.add_argument("--configured", type=int, default=100_000)
+    parser.add_argument("--arena-max", type=int, default=2,
+                        help="also run the daemon with MALLOC_ARENA_MAX=N (0: do not)")  # fmt: skip
     args = parser.parse_args()
 
     base = make_base_dir("qw-fleet-")
@@ -168,21 +171,25 @@ def main() -> None:
         print(f"  ratio IMAP / doveadm: {imap[0] / dove[0]:.1f}x wall, "
               f"{(imap[1] + imap[3]) / (dove[1] + dove[3]):.1f}x CPU (both sides)")  # fmt: skip
 
-        copy = work / "state-daemon"
-        shutil.copytree(state, copy)
-        with sqlite3.connect(copy / "state.sqlite3") as db:  # due now, folders still fresh
-            db.execute("UPDATE reports SET taken_at = taken_at - 7200")
-        mem = daemon_memory(write_config(work, dovecot, copy, "doveadm"), args.accounts,
-                            scrapes=SCRAPES)  # fmt: skip
-        print(f"\ndaemon, {args.accounts} accounts, quota_source doveadm, default per_account")
-        print(f"  READY=1 after {mem['ready_seconds']:.1f}s, RSS {mem['rss_start_mib']:.1f} MiB")
-        print(
-            f"  one cycle {mem['cycle_seconds']:.1f}s, RSS after it {mem['rss_cycle_mib']:.1f} MiB"
-        )
-        spread = ", ".join(f"{s * 1000:.0f}" for s in mem["scrape_all"])
-        print(f"  /metrics: {mem['scrape_bytes'] / 1e3:.0f} kB, {mem['series']} series, "
-              f"median of {SCRAPES} scrapes {mem['scrape_seconds'] * 1000:.0f} ms ({spread} ms); "
-              f"RSS after them {mem['rss_after_scrape_mib']:.1f} MiB")  # fmt: skip
+        for arenas in [0, args.arena_max] if args.arena_max else [0]:  # 0: glibc's default
+            copy = work / f"state-daemon-{arenas}"
+            shutil.copytree(state, copy)
+            with sqlite3.connect(copy / "state.sqlite3") as db:  # due now, folders still fresh
+                db.execute("UPDATE reports SET taken_at = taken_at - 7200")
+            env = {"MALLOC_ARENA_MAX": str(arenas)} if arenas else None
+            mem = daemon_memory(write_config(work, dovecot, copy, "doveadm"), args.accounts,
+                                env, scrapes=SCRAPES)  # fmt: skip
+            print(f"\ndaemon, {args.accounts} accounts, quota_source doveadm, default per_account"
+                  + (f", MALLOC_ARENA_MAX={arenas}" if arenas else ""))  # fmt: skip
+            print(
+                f"  READY=1 after {mem['ready_seconds']:.1f}s, RSS {mem['rss_start_mib']:.1f} MiB"
+            )
+            print(f"  one cycle {mem['cycle_seconds']:.1f}s, "
+                  f"RSS after it {mem['rss_cycle_mib']:.1f} MiB")  # fmt: skip
+            spread = ", ".join(f"{s * 1000:.0f}" for s in mem["scrape_all"])
+            print(f"  /metrics: {mem['scrape_bytes'] / 1e3:.0f} kB, {mem['series']} series, "
+                  f"median of {SCRAPES} scrapes {mem['scrape_seconds'] * 1000:.0f} ms "
+                  f"({spread} ms); RSS after them {mem['rss_after_scrape_mib']:.1f} MiB")  # fmt: skip
 
         names = work / "configured.txt"
         names.write_text("".join(f"ghost{i:06d}\n" for i in range(args.configured)))
