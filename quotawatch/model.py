@@ -30,7 +30,7 @@ def special_use(flag: str) -> str | None:
     return _SPECIAL_USE_BY_LOWER.get(flag.lower())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class QuotaResource:
     """One resource of one quota root. STORAGE is in bytes; other resources are counts."""
 

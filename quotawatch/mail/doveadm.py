@@ -170,9 +170,11 @@ def parse_quota_rows(rows: Sequence[Any], name: str = "doveadm") -> Quotas:
     """``quota get`` rows (username, root, type, value, limit) as QuotaResource per user.
 
     STORAGE comes in KiB and becomes bytes; a limit of ``-`` becomes 0 (no limit), as IMAP's
-    absent limit does. Rows of other resource types are kept as counts.
+    absent limit does. Rows of other resource types are kept as counts. Every user's rows
+    share one string per root name and type (100,000 users hold two names, not 400,000).
     """
     out: dict[str, list[QuotaResource]] = {}
+    names: dict[str, str] = {}
     for row in rows:
         try:
             user, root, kind = str(row["username"]), str(row["root"]), str(row["type"]).upper()
@@ -182,6 +184,7 @@ def parse_quota_rows(rows: Sequence[Any], name: str = "doveadm") -> Quotas:
                 name, "quota get: a row lacks username/root/type/value/limit"
             ) from None
         scale = 1024 if kind == "STORAGE" else 1
+        root, kind = names.setdefault(root, root), names.setdefault(kind, kind)
         out.setdefault(user, []).append(
             QuotaResource(root, kind, (usage or 0) * scale, (limit or 0) * scale)
         )
