@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from quotawatch.config.sources import (
     grouped_accounts,
 )
 from quotawatch.errors import ConfigError, ProtocolError
-from quotawatch.mail.doveadm import parse_quota_rows
+from quotawatch.mail.doveadm import QuotaRows, _payload, parse_quota_rows
 from quotawatch.model import QuotaResource
 from quotawatch.service.daemon import Runtime
 from quotawatch.service.fleet import doveadm_user, needs_imap
@@ -49,6 +50,18 @@ def test_quota_rows_kib_become_bytes_and_dash_no_limit() -> None:
     assert got["b"] == (QuotaResource("User quota", "STORAGE", 0, 0),)
     with pytest.raises(ProtocolError):
         parse_quota_rows([{"username": "a", "type": "STORAGE"}])
+    # decoded as json meets them: the same quotas, one string per root and type
+    answer = json.dumps([["doveadmResponse", rows, "qw"]]).encode()
+    collected = QuotaRows()
+    assert _payload(answer, "quotaGet", "doveadm", collected) == [None, None, None]
+    quotas = collected.quotas()
+    assert quotas == got and quotas["a"][0].root is quotas["b"][0].root
+    with pytest.raises(ProtocolError, match="lacks username"):
+        _payload(json.dumps([["doveadmResponse", [{"username": "a"}], "qw"]]).encode(),
+                 "quotaGet", "doveadm", QuotaRows())  # fmt: skip
+    error = [["error", {"type": "exitCode", "exitCode": 68}, "qw"]]
+    with pytest.raises(ProtocolError, match="exit code 68"):
+        _payload(json.dumps(error).encode(), "quotaGet", "doveadm", QuotaRows())
 
 
 @pytest.mark.parametrize(
