@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from quotawatch.totals import Inexact, Part, Totals, rounded
+
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS reports (
         account TEXT PRIMARY KEY, taken_at REAL NOT NULL, ok INTEGER NOT NULL, data TEXT NOT NULL)""",
@@ -31,6 +33,8 @@ SCHEMA = [
         last_success REAL, duration REAL, ratio REAL, used_bytes INTEGER, limit_bytes INTEGER,
         pending_bytes INTEGER, detail TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS metric_rows_ratio ON metric_rows (ratio)",
+    # the oldest check (the lag gauge) as one index lookup, not a pass over every row
+    "CREATE INDEX IF NOT EXISTS metric_rows_checked ON metric_rows (checked_at)",
     # the source and mail host of each configured account, rewritten at start-up and reload
     # (a table of its own: an older state database just gains it, its rows stay as they are)
     """CREATE TABLE IF NOT EXISTS account_groups (
@@ -108,6 +112,11 @@ class State:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = self.dir / "state.sqlite3"
         self._lock = threading.RLock()
+        #: the aggregates ``keep_totals`` asked for, updated where a metric row is written;
+        #: None until built, and again after a write they do not follow (``transaction``)
+        self._totals: Totals | None = None
+        self._want: tuple[tuple[float, ...], float | None] | None = None
+        self._version = -1  # PRAGMA data_version when they were built
         self._db = sqlite3.connect(
             self.path, check_same_thread=False, timeout=30, isolation_level=None
         )
@@ -136,6 +145,13 @@ class State:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction for anything; the kept aggregates are rebuilt after it."""
+        with self._lock, self._write() as db:
+            self._totals = None
+            yield db
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -159,7 +175,20 @@ class State:
         usage: tuple[int, int, str] | None = None,
     ) -> None:
         """Store an account's latest report (JSON) and, if given, a usage history point."""
-        with self.transaction() as db:
+        with self._lock:
+            old = self._part(account)
+            self._save(account, taken_at, ok, data, usage)
+            self._follow(account, old)
+
+    def _save(
+        self,
+        account: str,
+        taken_at: datetime,
+        ok: bool,
+        data: dict[str, Any],
+        usage: tuple[int, int, str] | None,
+    ) -> None:
+        with self._write() as db:
             db.execute(
                 "INSERT OR REPLACE INTO reports VALUES (?, ?, ?, ?)",
                 (account, _ts(taken_at), int(ok), json.dumps(data)),
@@ -201,11 +230,15 @@ class State:
     def forget_accounts(self, keep: Iterable[str]) -> None:
         """Drop reports of accounts no longer configured (history and first-seen stay)."""
         keep_set = set(keep)
-        with self.transaction() as db:
-            for (account,) in db.execute("SELECT account FROM reports").fetchall():
-                if account not in keep_set:
+        with self._lock:
+            gone = [a for (a,) in self._query("SELECT account FROM reports") if a not in keep_set]
+            olds = [(account, self._part(account)) for account in gone]
+            with self._write() as db:
+                for account in gone:
                     db.execute("DELETE FROM reports WHERE account = ?", (account,))
                     db.execute("DELETE FROM metric_rows WHERE account = ?", (account,))
+            for account, old in olds:
+                self._follow(account, old)
 
     # ------------------------------------------------------------------ metric rows
     def metric_rows(self, above: float | None = None) -> list[tuple[Any, ...]]:
@@ -215,8 +248,109 @@ class State:
             return self._query("SELECT * FROM metric_rows")
         return self._query("SELECT * FROM metric_rows WHERE ratio >= ? OR ok = 0", (above,))
 
+    def keep_totals(self, bounds: Sequence[float], level: float | None) -> None:
+        """Keep ``fleet_summary(bounds)`` and ``source_summaries(bounds, level)`` in memory from
+        now on, updated where a metric row is written, so a scrape does not pass over every row
+        (other arguments still get the SQL ones). Built at the next ``set_account_groups`` or
+        summary."""
+        with self._lock:
+            want = (tuple(bounds), level)
+            if want != self._want:
+                self._want, self._totals = want, None
+
+    def _part(self, account: str) -> Part | None:
+        rows = self._db.execute(
+            "SELECT ok, reason, ratio, used_bytes, limit_bytes FROM metric_rows WHERE account = ?",
+            (account,),
+        ).fetchall()
+        return rows[0] if rows else None
+
+    def _follow(self, account: str, old: Part | None) -> None:
+        """Carry one account's row change (``old`` -> what is stored now) into the kept
+        aggregates: two index lookups, whatever the number of accounts. Under the lock."""
+        if self._totals is None:
+            return
+        group = self._db.execute(
+            "SELECT source, host FROM account_groups WHERE account = ?", (account,)
+        ).fetchall()
+        try:
+            self._totals.update(old, group[0] if group else None, self._part(account))
+        except Inexact:
+            self._totals = None  # a number the exact sums cannot carry: SQL until it is gone
+
+    def _rebuild(self) -> None:
+        """Build the kept aggregates from every row, in one read transaction. Under the lock."""
+        self._totals = None
+        if self._want is None:
+            return
+        bounds, level = self._want
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        own = not self._db.in_transaction
+        if own:
+            self._db.execute("BEGIN")
+        try:
+            rows = self._db.execute(
+                "SELECT m.ok, m.reason, m.ratio, m.used_bytes, m.limit_bytes, g.source, g.host "
+                "FROM metric_rows m LEFT JOIN account_groups g ON g.account = m.account"
+            )
+            configured = self._db.execute(
+                "SELECT source, host, COUNT(*) FROM account_groups GROUP BY 1, 2"
+            ).fetchall()
+            self._totals = Totals.build(bounds, level, rows, configured)
+        except Inexact:
+            pass  # a number the exact sums cannot carry: the SQL ones until it is gone
+        finally:
+            if own:
+                self._db.execute("COMMIT")
+        self._version = version
+
+    def _kept(self, bounds: Sequence[float]) -> Totals | None:
+        """The kept aggregates if they are for ``bounds``, rebuilt if another connection (a CLI
+        run) wrote to the database since. Under the lock."""
+        if self._want is None or self._want[0] != tuple(bounds):
+            return None
+        if self._db.execute("PRAGMA data_version").fetchone()[0] != self._version:
+            self._totals = None
+        if self._totals is None:
+            self._rebuild()
+        return self._totals
+
     def fleet_summary(self, bounds: Sequence[float]) -> FleetSummary:
-        """Aggregates of every row, computed in SQLite: accounts at or below each usage bound,
+        """Aggregates of every row: accounts at or below each usage bound, ratio count and sum,
+        used and limit bytes, failing accounts by reason, oldest check. From the kept
+        aggregates (``keep_totals``) and one index lookup; else ``fleet_summary_sql``."""
+        with self._lock:
+            totals = self._kept(bounds)
+            if totals is None:
+                return self.fleet_summary_sql(bounds)
+            t = totals.fleet
+            (oldest,) = self._db.execute("SELECT MIN(checked_at) FROM metric_rows").fetchone()
+            return FleetSummary(
+                tuple(t.at_or_below), t.count, rounded(t.ratio_sum), rounded(t.used),
+                rounded(t.limit), oldest, t.rows, dict(t.failing),
+            )  # fmt: skip
+
+    def source_summaries(self, bounds: Sequence[float], level: float | None) -> list[SourceSummary]:
+        """``fleet_summary`` per source and host of the configured accounts
+        (``set_account_groups``): one per group, whatever the number of accounts; ``exported``
+        counts the accounts at or above ``level`` or failing. Kept (``keep_totals``), else
+        ``source_summaries_sql``."""
+        with self._lock:
+            totals = self._kept(bounds)
+            if totals is None or totals.level != level:
+                return self.source_summaries_sql(bounds, level)
+            return [
+                SourceSummary(
+                    source, host, t.configured, t.rows, tuple(t.at_or_below), t.count,
+                    rounded(t.ratio_sum), rounded(t.used), rounded(t.limit), t.exported,
+                    dict(t.failing),
+                )
+                for (source, host), t in sorted(totals.groups.items())
+            ]  # fmt: skip
+
+    def fleet_summary_sql(self, bounds: Sequence[float]) -> FleetSummary:
+        """Aggregates of every row, computed in SQLite over every row (the reference of the
+        kept ones, and what any other ``bounds`` get): accounts at or below each usage bound,
         ratio count and sum, used and limit bytes, failing accounts by reason, oldest check."""
         bands = ", ".join("SUM(ratio <= ?)" for _ in bounds)
         row = self._query(
@@ -235,13 +369,18 @@ class State:
         )  # fmt: skip
 
     def set_account_groups(self, groups: Iterable[tuple[str, str, str]]) -> None:
-        """Replace the (account, source, host) of every configured account."""
-        with self.transaction() as db:
-            db.execute("DELETE FROM account_groups")
-            db.executemany("INSERT OR REPLACE INTO account_groups VALUES (?, ?, ?)", groups)
+        """Replace the (account, source, host) of every configured account (and rebuild the
+        kept aggregates, once)."""
+        with self._lock:
+            with self._write() as db:
+                db.execute("DELETE FROM account_groups")
+                db.executemany("INSERT OR REPLACE INTO account_groups VALUES (?, ?, ?)", groups)
+            self._rebuild()
 
-    def source_summaries(self, bounds: Sequence[float], level: float | None) -> list[SourceSummary]:
-        """``fleet_summary`` per source and host of the configured accounts (``set_account_groups``),
+    def source_summaries_sql(
+        self, bounds: Sequence[float], level: float | None
+    ) -> list[SourceSummary]:
+        """``fleet_summary_sql`` per source and host of the configured accounts (``set_account_groups``),
         in SQLite: one row per group, whatever the number of accounts; ``exported`` counts the
         accounts at or above ``level`` or failing."""
         bands = ", ".join("SUM(m.ratio <= ?)" for _ in bounds)
@@ -279,7 +418,7 @@ class State:
         holds one row per message currently on the server.
         """
         keys = {str(u): u for u in uids}
-        with self.transaction() as db:
+        with self._write() as db:
             rows = db.execute(
                 "SELECT uidvalidity, uid, seen_at FROM first_seen WHERE account = ? AND folder = ?",
                 (account, folder),
@@ -331,7 +470,7 @@ class State:
         return json.loads(rows[0][0]) if rows else None
 
     def set_warning_state(self, account: str, data: dict[str, Any]) -> None:
-        with self.transaction() as db:
+        with self._write() as db:
             db.execute(
                 "INSERT OR REPLACE INTO warning_state VALUES (?, ?)", (account, json.dumps(data))
             )
@@ -342,5 +481,5 @@ class State:
         return str(rows[0][0]) if rows else None
 
     def put(self, key: str, value: str) -> None:
-        with self.transaction() as db:
+        with self._write() as db:
             db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (key, value))

@@ -240,6 +240,7 @@ class StateCollector:
         self.running = running
         self._lock = threading.Lock()
         self._accounts: tuple[str, ...] = ()
+        self._configured: frozenset[str] = frozenset()
         self._top_folders = 10
         self._cleanup = True
         #: account -> refresh-token lapse time, read from the token cache (never a login)
@@ -266,9 +267,11 @@ class StateCollector:
         ``groups`` gives (account, source, host) of the accounts for the per-source series
         (stored in the state database, not held in memory).
         """
+        self.state.keep_totals(BANDS, level)
         self.state.set_account_groups(groups)
         with self._lock:
             self._accounts = tuple(accounts)
+            self._configured = frozenset(self._accounts)
             self._top_folders = top_folders
             self._cleanup = cleanup
             self._level = level
@@ -298,12 +301,11 @@ class StateCollector:
 
         with self._lock:
             accounts, top, cleanup = self._accounts, self._top_folders, self._cleanup
-            level = self._level
+            configured, level = self._configured, self._level
         fams = {
             name: GaugeMetricFamily(name, doc, labels=_gauge_labels(name))
             for name, doc in GAUGES.items()
         }
-        configured = frozenset(accounts)
         if level == 0.0:
             rows = {r[0]: r for r in self.state.metric_rows()}
             exported = configured
@@ -327,10 +329,10 @@ class StateCollector:
         yield from fams.values()
         yield from self.counters.collect(None if level == 0.0 else exported)
         yield self.histogram.collect()
+        # kept in memory by the state (keep_totals): no pass over every account's row
         summary = self.state.fleet_summary(BANDS)
-        yield from fleet_families(
-            summary, REASONS, len(configured - exported), self.now(), self.info
-        )
+        omitted = len(configured) - len(exported)  # exported is a subset of configured
+        yield from fleet_families(summary, REASONS, omitted, self.now(), self.info)
         yield from source_families(self.state.source_summaries(BANDS, level), level)
 
 
