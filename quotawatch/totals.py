@@ -59,27 +59,52 @@ class Tally:
     def add(self, part: Part, sign: int = 1) -> None:
         """Add (``sign`` 1) or take away (-1) one row, with SQL's meaning of each aggregate:
         NULLs count nowhere, ``exported`` is ``ratio >= level OR ok = 0``."""
-        ok, reason, ratio, used, limit = part
+        self.apply(Share.of(part, self.bounds, self.level), sign)
+
+    def apply(self, share: Share, sign: int) -> None:
         self.rows += sign
-        if ratio is not None:
-            self.ratio_sum += sign * exact(ratio)
+        if share.has_ratio:
             self.count += sign
-            for i, bound in enumerate(self.bounds):
-                if ratio <= bound:
+            self.ratio_sum += sign * share.ratio
+            for i, below in enumerate(share.bands):
+                if below:
                     self.at_or_below[i] += sign
-        if used is not None:
-            self.used += sign * exact(used)
-        if limit is not None:
-            self.limit += sign * exact(limit)
-        if ok == 0 or (ratio is not None and ratio >= self.level):
-            self.exported += sign
-        if ok == 0:
-            key = "internal" if reason is None else str(reason)
-            left = self.failing.get(key, 0) + sign
+        self.used += sign * share.used
+        self.limit += sign * share.limit
+        self.exported += sign * share.exported
+        if share.failing is not None:
+            left = self.failing.get(share.failing, 0) + sign
             if left:
-                self.failing[key] = left
+                self.failing[share.failing] = left
             else:
-                del self.failing[key]
+                del self.failing[share.failing]
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """One row's part in a tally, computed once for the fleet's and its group's."""
+
+    has_ratio: bool
+    ratio: int  # exact
+    bands: tuple[bool, ...]
+    used: int  # exact
+    limit: int  # exact
+    exported: int
+    failing: str | None  # the reason of a failing row
+
+    @classmethod
+    def of(cls, part: Part, bounds: tuple[float, ...], level: float) -> Share:
+        ok, reason, ratio, used, limit = part
+        has = ratio is not None
+        return cls(
+            has,
+            exact(ratio) if has else 0,
+            tuple(ratio <= b for b in bounds) if has else (),
+            exact(used) if used is not None else 0,
+            exact(limit) if limit is not None else 0,
+            int(ok == 0 or (has and ratio >= level)),
+            ("internal" if reason is None else str(reason)) if ok == 0 else None,
+        )
 
 
 @dataclass
@@ -109,14 +134,63 @@ class Totals:
             totals.update(None, (source, host), tuple(part))
         return totals
 
+    @classmethod
+    def from_sql(
+        cls,
+        bounds: Sequence[float],
+        level: float | None,
+        grouped: Iterable[tuple[Any, ...]],
+        failing: Iterable[tuple[Any, Any, Any, int]],
+        ratios: Iterable[tuple[Any, Any, float]],
+        configured: Iterable[tuple[str, str, int]],
+    ) -> Totals:
+        """From SQL's aggregates per (source, host), NULL for rows of accounts without a group:
+        rows, at or below each bound, ratio count, used and limit byte SUMs (whole numbers:
+        exact), exported; failing per reason; every ratio (added here, exactly); configured."""
+        lv = level if level is not None else 0.0
+        totals = cls(tuple(bounds), level, Tally(tuple(bounds), lv), {})
+
+        def tally(source: Any, host: Any) -> Tally:
+            if source is None:
+                return Tally(totals.bounds, lv)  # counted in the fleet only
+            key = (str(source), str(host))
+            return totals.groups.setdefault(key, Tally(totals.bounds, lv))
+
+        for source, host, count in configured:
+            tally(source, host).configured = count
+        fleet = totals.fleet
+        for source, host, rows, *bands, count, used, limit, exported in grouped:
+            if not isinstance(used or 0, int) or not isinstance(limit or 0, int):
+                raise Inexact(used)  # a REAL among the byte counts: SUM was not exact
+            for t in (tally(source, host), fleet):
+                t.rows += rows
+                t.at_or_below = [a + (b or 0) for a, b in zip(t.at_or_below, bands, strict=True)]
+                t.count += count
+                t.used += (used or 0) << _SCALE
+                t.limit += (limit or 0) << _SCALE
+                t.exported += int(exported or 0)
+        for source, host, reason, count in failing:
+            for t in (tally(source, host), fleet):
+                t.failing[str(reason)] = t.failing.get(str(reason), 0) + count
+        sums: dict[tuple[Any, Any], int] = {}
+        for source, host, ratio in ratios:
+            sums[(source, host)] = sums.get((source, host), 0) + exact(ratio)
+        for (source, host), total in sums.items():
+            tally(source, host).ratio_sum += total
+            fleet.ratio_sum += total
+        return totals
+
     def update(self, old: Part | None, group: tuple[Any, Any] | None, new: Part | None) -> None:
         """One row replaced (``old`` -> ``new``; None where there is none) of an account in
         ``group`` (None or (None, None) if it has none)."""
+        if old == new:
+            return
         tallies = [self.fleet]
         if group is not None and group[0] is not None:
             tallies.append(self.groups[(str(group[0]), str(group[1]))])
-        for tally in tallies:
-            if old is not None:
-                tally.add(old, -1)
-            if new is not None:
-                tally.add(new, 1)
+        lv = self.fleet.level
+        for part, sign in ((old, -1), (new, 1)):
+            if part is not None:
+                share = Share.of(part, self.bounds, lv)
+                for tally in tallies:
+                    tally.apply(share, sign)

@@ -135,3 +135,19 @@ def test_sums_are_exact_whatever_the_order() -> None:
         total -= exact(value)
     assert total == 0
     assert exact(3) == exact(3.0)
+
+
+def test_byte_counts_sql_cannot_sum_exactly_are_added_row_by_row(tmp_path: Path) -> None:
+    """A REAL among the byte counts, or a sum past 2**63: the rebuild adds the rows itself."""
+    state = State(tmp_path)
+    state.save_report("a", NOW, True, {"usage_ratio": 0.5})
+    state.save_report("b", NOW, False, {"reason": "auth"})
+    with state.transaction() as db:
+        db.execute("UPDATE metric_rows SET used_bytes = 1.5, limit_bytes = ? WHERE account = 'a'",
+                   (2**62,))  # fmt: skip
+        db.execute("UPDATE metric_rows SET limit_bytes = ? WHERE account = 'b'", (2**62,))
+    state.keep_totals(BANDS, 0.8)
+    state.set_account_groups([("a", "s", "h"), ("b", "s", "h")])
+    assert_kept_equals_sql(state, 0.8)
+    assert state.fleet_summary(BANDS).used_bytes == 1.5
+    assert state.fleet_summary(BANDS).limit_bytes == 2.0**63
