@@ -35,6 +35,8 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS metric_rows_ratio ON metric_rows (ratio)",
     # the oldest check (the lag gauge) as one index lookup, not a pass over every row
     "CREATE INDEX IF NOT EXISTS metric_rows_checked ON metric_rows (checked_at)",
+    # with the ratio index, "ratio >= ? OR ok = 0" (per_account: above) reads only those rows
+    "CREATE INDEX IF NOT EXISTS metric_rows_failing ON metric_rows (ok) WHERE ok = 0",
     # the source and mail host of each configured account, rewritten at start-up and reload
     # (a table of its own: an older state database just gains it, its rows stay as they are)
     """CREATE TABLE IF NOT EXISTS account_groups (
