@@ -272,13 +272,16 @@ class State:
         aggregates: two index lookups, whatever the number of accounts. Under the lock."""
         if self._totals is None:
             return
+        if self._db.execute("PRAGMA data_version").fetchone()[0] != self._version:
+            self._totals = None  # another process wrote (maybe the groups): rebuilt when read
+            return
         group = self._db.execute(
             "SELECT source, host FROM account_groups WHERE account = ?", (account,)
         ).fetchall()
         try:
             self._totals.update(old, group[0] if group else None, self._part(account))
-        except Inexact:
-            self._totals = None  # a number the exact sums cannot carry: SQL until it is gone
+        except (Inexact, KeyError):  # a number the exact sums cannot carry, an unknown group
+            self._totals = None
 
     def _rebuild(self) -> None:
         """Build the kept aggregates from every row, in one read transaction. Under the lock."""

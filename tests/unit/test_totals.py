@@ -106,6 +106,10 @@ def test_kept_aggregates_follow_stores_failures_removals_and_reloads(
                 "UPDATE metric_rows SET ratio = ?, ok = 0, reason = 'tls' WHERE account = ?",
                 (rng.random(), rng.choice(names)),
             )
+            if rng.random() < 0.5:  # even the groups, then a check is stored before a scrape
+                other.execute("UPDATE account_groups SET host = 'elsewhere'")
+                ok, data = report(rng)
+                state.save_report(rng.choice(names), at, ok, data)
         else:  # a write through transaction() (tests, benchmarks): rebuilt after it
             with state.transaction() as db:
                 db.execute("DELETE FROM metric_rows WHERE account = ?", (rng.choice(names),))
