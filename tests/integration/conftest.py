@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import imaplib
 import itertools
+import logging
 import os
 import secrets
 import shutil
@@ -93,6 +94,18 @@ def _serve(
         server.stop()
         if os.environ.get("QW_KEEP_SANDBOX") != "1":
             shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """A test that runs the CLI in-process points the root logger at pytest's captured stderr;
+    put the handlers back afterwards, so that a server thread of a longer-lived fixture (the
+    SMTP sink) never logs into a stream pytest has closed."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")
