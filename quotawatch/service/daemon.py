@@ -28,7 +28,7 @@ from quotawatch.mail.oauth2.tokens import TokenBroker, secret_cache
 from quotawatch.mail.session import SessionFactory
 from quotawatch.model import Clock, utcnow
 from quotawatch.service.backoff import BACKOFF_REASONS, Backoff, backoff_delay, fingerprint
-from quotawatch.service.directory import Directory, DoveadmFactory, Grouped, open_doveadm
+from quotawatch.service.directory import Directory, DoveadmFactory, open_doveadm
 from quotawatch.service.fleet import QuotaCache, doveadm_job
 from quotawatch.service.fleet_metrics import Cycles, RuntimeInfo
 from quotawatch.service.jobs import JobResult, run_account
@@ -64,11 +64,6 @@ class Runtime:
     warn: WarnHook | None = None
     #: (source label, number of accounts) in the order of ``accounts`` (the source metrics)
     spans: tuple[tuple[str, int], ...] = ()
-
-    @classmethod
-    def of(cls, config: Config, grouped: Grouped, secrets: SecretCache) -> Runtime:
-        accounts = {a.name: a for _label, group in grouped for a in group}
-        return cls(config, accounts, secrets, spans=tuple((lb, len(g)) for lb, g in grouped))
 
     @classmethod
     def of_table(cls, config: Config, table: AccountTable, secrets: SecretCache) -> Runtime:

@@ -33,8 +33,6 @@ log = logging.getLogger(__name__)
 DoveadmFactory = Callable[[DoveadmAccess, SecretCache], Doveadm]
 #: builds an LDAP client for a source's settings
 LdapFactory = Callable[[LdapSource, SecretCache], Ldap]
-#: accounts by source label (``grouped_accounts``)
-Grouped = list[tuple[str, list[Account]]]
 #: the kinds of source whose list comes from a server (kept in the state database, never emptied)
 SERVER_KINDS = ("doveadm", "ldap")
 
@@ -125,21 +123,8 @@ class Directory:
         force: bool = False,
         strict: bool = False,
     ) -> list[Account]:
-        """Every account (``grouped`` without the grouping)."""
-        found = self.grouped(config, config_path, secrets, force=force, strict=strict)
-        return [a for _label, group in found for a in group]
-
-    def grouped(
-        self,
-        config: Config,
-        config_path: str,
-        secrets: SecretCache,
-        *,
-        force: bool = False,
-        strict: bool = False,
-    ) -> Grouped:
-        """Every account by source label (``table`` with the same arguments, grouped)."""
-        return self.table(config, config_path, secrets, force=force, strict=strict).grouped()
+        """Every account, in order (``table`` with the same arguments, as a list)."""
+        return list(self.table(config, config_path, secrets, force=force, strict=strict).values())
 
     def table(
         self,
