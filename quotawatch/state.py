@@ -293,33 +293,15 @@ class State:
         own = not self._db.in_transaction
         if own:
             self._db.execute("BEGIN")
-        join = "FROM metric_rows m LEFT JOIN account_groups g ON g.account = m.account"
         try:
             configured = self._db.execute(
                 "SELECT source, host, COUNT(*) FROM account_groups GROUP BY 1, 2"
             ).fetchall()
-            try:  # counts and byte sums by SQL; only the ratios (floats) are added here
-                bands = ", ".join("SUM(m.ratio <= ?)" for _ in bounds)
-                grouped = self._db.execute(
-                    f"SELECT g.source, g.host, COUNT(*), {bands}, COUNT(m.ratio), "
-                    f"SUM(m.used_bytes), SUM(m.limit_bytes), SUM(m.ratio >= ? OR m.ok = 0) {join} "
-                    "GROUP BY 1, 2",
-                    (*bounds, level if level is not None else 0.0),
-                ).fetchall()
-                failing = self._db.execute(
-                    f"SELECT g.source, g.host, COALESCE(m.reason, 'internal'), COUNT(*) {join} "
-                    "WHERE m.ok = 0 GROUP BY 1, 2, 3"
-                ).fetchall()
-                ratios = self._db.execute(
-                    f"SELECT g.source, g.host, m.ratio {join} WHERE m.ratio IS NOT NULL"
-                )
-                self._totals = Totals.from_sql(bounds, level, grouped, failing, ratios, configured)
-            except (Inexact, sqlite3.OperationalError):  # a REAL byte count, an overflow
-                rows = self._db.execute(
-                    f"SELECT m.ok, m.reason, m.ratio, m.used_bytes, m.limit_bytes, g.source, "
-                    f"g.host {join}"
-                )
-                self._totals = Totals.build(bounds, level, rows, configured)
+            rows = self._db.execute(
+                "SELECT m.ok, m.reason, m.ratio, m.used_bytes, m.limit_bytes, g.source, g.host "
+                "FROM metric_rows m LEFT JOIN account_groups g ON g.account = m.account"
+            )
+            self._totals = Totals.build(bounds, level, rows, configured)
         except Inexact:
             pass  # a number the exact sums cannot carry: the SQL ones until it is gone
         finally:

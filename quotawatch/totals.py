@@ -134,52 +134,6 @@ class Totals:
             totals.update(None, (source, host), tuple(part))
         return totals
 
-    @classmethod
-    def from_sql(
-        cls,
-        bounds: Sequence[float],
-        level: float | None,
-        grouped: Iterable[tuple[Any, ...]],
-        failing: Iterable[tuple[Any, Any, Any, int]],
-        ratios: Iterable[tuple[Any, Any, float]],
-        configured: Iterable[tuple[str, str, int]],
-    ) -> Totals:
-        """From SQL's aggregates per (source, host), NULL for rows of accounts without a group:
-        rows, at or below each bound, ratio count, used and limit byte SUMs (whole numbers:
-        exact), exported; failing per reason; every ratio (added here, exactly); configured."""
-        lv = level if level is not None else 0.0
-        totals = cls(tuple(bounds), level, Tally(tuple(bounds), lv), {})
-
-        def tally(source: Any, host: Any) -> Tally:
-            if source is None:
-                return Tally(totals.bounds, lv)  # counted in the fleet only
-            key = (str(source), str(host))
-            return totals.groups.setdefault(key, Tally(totals.bounds, lv))
-
-        for source, host, count in configured:
-            tally(source, host).configured = count
-        fleet = totals.fleet
-        for source, host, rows, *bands, count, used, limit, exported in grouped:
-            if not isinstance(used or 0, int) or not isinstance(limit or 0, int):
-                raise Inexact(used)  # a REAL among the byte counts: SUM was not exact
-            for t in (tally(source, host), fleet):
-                t.rows += rows
-                t.at_or_below = [a + (b or 0) for a, b in zip(t.at_or_below, bands, strict=True)]
-                t.count += count
-                t.used += (used or 0) << _SCALE
-                t.limit += (limit or 0) << _SCALE
-                t.exported += int(exported or 0)
-        for source, host, reason, count in failing:
-            for t in (tally(source, host), fleet):
-                t.failing[str(reason)] = t.failing.get(str(reason), 0) + count
-        sums: dict[tuple[Any, Any], int] = {}
-        for source, host, ratio in ratios:
-            sums[(source, host)] = sums.get((source, host), 0) + exact(ratio)
-        for (source, host), total in sums.items():
-            tally(source, host).ratio_sum += total
-            fleet.ratio_sum += total
-        return totals
-
     def update(self, old: Part | None, group: tuple[Any, Any] | None, new: Part | None) -> None:
         """One row replaced (``old`` -> ``new``; None where there is none) of an account in
         ``group`` (None or (None, None) if it has none)."""
