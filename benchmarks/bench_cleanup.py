@@ -282,13 +282,46 @@ def imapfilter_config(dovecot: Dovecot, users: list[str], path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ setup
-def make_users(dovecot: Dovecot, prefix: str, count: int, data: dict[str, list[Any]]) -> list[str]:
+#: what Thunderbird fetches for its message list (its default header set), as a mail client's
+#: first sync of a folder does
+CLIENT_SYNC = (
+    b"(UID RFC822.SIZE FLAGS INTERNALDATE BODY.PEEK[HEADER.FIELDS (From To Cc Bcc Subject Date "
+    b"Message-ID Priority X-Priority References Newsgroups In-Reply-To Content-Type Reply-To)])"
+)
+
+#: the mailboxes' state when the tools start: ``fresh`` (bulk-written Maildir files, indexed by
+#: ``force-resync`` and nothing else: no client has ever opened them) or ``in-use`` (a mail
+#: client has synced every folder once, as every mailbox read over IMAP has been)
+STATES = ("fresh", "in-use")
+
+
+def client_sync(dovecot: Dovecot, user: str, folders: list[str]) -> None:
+    """A mail client's first look at the account: the folder list, then in every folder the
+    headers and flags of every message and the quota (Thunderbird asks for it when it opens a
+    folder)."""
+    m = imaplib.IMAP4(dovecot.host, dovecot.imap_port)
+    m.login(user, PASSWORD)
+    m.list()
+    m.lsub()
+    m.getquotaroot("INBOX")
+    for folder in folders:
+        m.select(folder, readonly=True)
+        m.uid("FETCH", "1:*", CLIENT_SYNC.decode())
+        m.getquotaroot(folder)
+    m.logout()
+
+
+def make_users(
+    dovecot: Dovecot, prefix: str, count: int, data: dict[str, list[Any]], state: str = "fresh"
+) -> list[str]:
     users = [f"{prefix}{i}" for i in range(count)]
 
     def one(user: str) -> None:
         dovecot.add_user(user, PASSWORD, quota_bytes=0)
         for folder, items in data.items():
             dovecot.deliver_bulk(user, folder, items)
+        if state == "in-use":
+            client_sync(dovecot, user, list(data))
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(one, users))
@@ -323,15 +356,19 @@ def main() -> int:
     ap.add_argument("--corpus", default="standard",
                     help=f"comma-separated age/size distributions: {', '.join(CORPORA)}")  # fmt: skip
     ap.add_argument("--tools", default=",".join(TOOLS), help=f"comma-separated: {', '.join(TOOLS)}")
+    ap.add_argument("--state", default="fresh",
+                    help=f"comma-separated mailbox states: {', '.join(STATES)} (see STATES)")  # fmt: skip
     ap.add_argument("--no-imapfilter", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the sandbox directory")
     args = ap.parse_args()
     tools = [
         t for t in args.tools.split(",") if t and not (t == "imapfilter" and args.no_imapfilter)
     ]
-    unknown = [t for t in tools if t not in TOOLS] + [
-        c for c in args.corpus.split(",") if c not in CORPORA
-    ]
+    unknown = (
+        [t for t in tools if t not in TOOLS]
+        + [c for c in args.corpus.split(",") if c not in CORPORA]
+        + [st for st in args.state.split(",") if st not in STATES]
+    )
     if unknown:
         raise SystemExit(f"unknown tool or corpus: {', '.join(unknown)}")
     if "cli" in tools:  # as pip installs it: with bytecode, also under PYTHONDONTWRITEBYTECODE
@@ -342,8 +379,9 @@ def main() -> int:
     dovecot = Dovecot(base, name="bench").start()
     rows: list[list[str]] = []
     try:
-        for n, kind in enumerate(args.corpus.split(",")):
-            rows += standard_job(dovecot, work / kind, args, kind, tools, f"c{n}")
+        jobs = [(k, st) for st in args.state.split(",") for k in args.corpus.split(",")]
+        for n, (kind, st) in enumerate(jobs):
+            rows += standard_job(dovecot, work / f"{kind}-{st}", args, kind, tools, f"c{n}", st)
         if args.big:
             rows += big_folder(dovecot, work, args.big)
     finally:
@@ -401,7 +439,7 @@ def run_doveadm(dovecot: Dovecot, users: list[str], work: Path) -> int:
 
 def standard_job(
     dovecot: Dovecot, work: Path, args: argparse.Namespace, kind: str, chosen: list[str],
-    tag: str,
+    tag: str, state: str = "fresh",
 ) -> list[list[str]]:  # fmt: skip
     data = corpus(args.messages, kind=kind)
     want = expected_left(data)
@@ -445,12 +483,12 @@ def standard_job(
     if "doveadm" in chosen:
         tools.append(("doveadm expunge -F (server side)", "da",
                       lambda users: run_doveadm(dovecot, users, work)))  # fmt: skip
-    label = f"{kind}: {args.accounts} x {args.messages}"
+    label = f"{kind}{'' if state == 'fresh' else ', ' + state}: {args.accounts} x {args.messages}"
     print(f"{label}: building {len(tools)} copies of the corpus ...", file=sys.stderr)
     rows = []
     results = []
     for name, prefix, fn in tools:
-        users = make_users(dovecot, tag + prefix, args.accounts, data)
+        users = make_users(dovecot, tag + prefix, args.accounts, data, state)
         print(f"  running {name} ...", file=sys.stderr)
         with measured(dovecot) as m:
             fn(users)

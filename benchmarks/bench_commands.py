@@ -138,6 +138,8 @@ def main() -> int:
     ap.add_argument("--accounts", type=int, default=10)
     ap.add_argument("--messages", type=int, default=2000)
     ap.add_argument("--corpus", default="standard", choices=list(bench.CORPORA))
+    ap.add_argument("--state", default="fresh", choices=bench.STATES,
+                    help="the mailboxes when the tools start (bench_cleanup.STATES)")  # fmt: skip
     args = ap.parse_args()
     base, work = make_base_dir("qw-cmds-"), Path(tempfile.mkdtemp(prefix="qw-cmds-state-"))
     dovecot = Dovecot(base, name="cmds").start()
@@ -146,7 +148,7 @@ def main() -> int:
     data = bench.corpus(args.messages, kind=args.corpus)
     try:
         for tool in ("quotawatch", "imapfilter"):
-            users = bench.make_users(dovecot, tool[:2], args.accounts, data)
+            users = bench.make_users(dovecot, tool[:2], args.accounts, data, args.state)
             rec, stop = Recorder(master), threading.Event()
             threading.Thread(target=proxy, args=(port, dovecot.imap_port, rec, stop)).start()
             real, dovecot.imap_port = dovecot.imap_port, port
