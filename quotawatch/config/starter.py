@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,25 @@ PLACEHOLDER = {
     "tls": "implicit",
     "username": "me",
 }
+
+
+#: the column (from 0) where comments after a value start (one blank after a longer value)
+COMMENT_COLUMN = 37
+_COMMENTED = re.compile(r"^(\s*\S.*?)\s{2,}(# .*)$")
+
+
+def _align(text: str) -> str:
+    """Every trailing comment at :data:`COMMENT_COLUMN`, whatever the length of the value
+    before it (a host name or file name of any length); a line whose value part holds an
+    odd number of quotes (a quoted value with blanks and "#" in it) is left as it is."""
+    out = []
+    for line in text.split("\n"):
+        m = _COMMENTED.match(line)
+        if m is not None and m.group(1).count('"') % 2 == 0:
+            value, comment = m.groups()
+            line = value.ljust(COMMENT_COLUMN - 1) + " " + comment
+        out.append(line)
+    return "\n".join(out)
 
 
 def _q(value: object) -> str:
@@ -36,7 +56,7 @@ def starter_config(
         )
     else:
         extra = "    rules: [trash-30d, junk-14d]\n"
-    return f"""\
+    return _align(f"""\
 # quotawatch starter config, written by `quotawatch config init`.
 # Next:  quotawatch config check {path}
 #        quotawatch check --config {path}     quota and folders, largest first
@@ -82,7 +102,7 @@ schedule:
 #   from: "Mail service <postmaster@example.org>"
 # warnings:
 #   thresholds: [80%, 90%, 95%]
-"""
+""")
 
 
 def write_new(path: Path, text: str) -> None:
