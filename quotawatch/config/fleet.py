@@ -54,7 +54,10 @@ class DoveadmAccess(Strict):
     timeout: float = Field(
         120.0,
         gt=0,
-        description="Seconds to wait for doveadm's answer (a quota of every user takes a while).",
+        description=(
+            "Seconds to wait for doveadm's answer; the quota of all users, one answer sent "
+            "when the last user is done, may take at least 10 ms per account that reads it."
+        ),
         examples=[120],
     )
 

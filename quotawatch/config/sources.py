@@ -259,11 +259,7 @@ class AccountTable(Mapping[str, Account]):
 
     def __getitem__(self, name: str) -> Account:
         row = self._rows[name]
-        if not isinstance(row, tuple):
-            return row
-        proto, varying = self._groups[row[0]]
-        assert proto is not None
-        return proto.model_copy(update=dict(zip(varying, row[1], strict=True)))
+        return row if not isinstance(row, tuple) else self._build(row)
 
     def __contains__(self, name: object) -> bool:
         return name in self._rows
@@ -273,6 +269,30 @@ class AccountTable(Mapping[str, Account]):
 
     def __len__(self) -> int:
         return len(self._rows)
+
+    def doveadm_users(self) -> dict[str, int]:
+        """How many accounts read their quota from each doveadm (``quota_source: doveadm``), by
+        its settings as JSON; a compact row counts as its prototype, without being built."""
+        counts: dict[str, int] = {}
+        keys: dict[int, str | None] = {}
+        for row in self._rows.values():
+            if isinstance(row, tuple) and not {"doveadm", "quota_source"} & set(
+                self._groups[row[0]][1]
+            ):
+                if row[0] not in keys:
+                    proto = self._groups[row[0]][0]
+                    keys[row[0]] = _doveadm_key(proto) if proto is not None else None
+                key = keys[row[0]]
+            else:
+                key = _doveadm_key(row if isinstance(row, Account) else self._build(row))
+            if key is not None:
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def _build(self, row: tuple[int, tuple[Any, ...]]) -> Account:
+        proto, varying = self._groups[row[0]]
+        assert proto is not None
+        return proto.model_copy(update=dict(zip(varying, row[1], strict=True)))
 
     def grouped(self) -> list[tuple[str, list[Account]]]:
         """The accounts by source label (``spans``), each built."""
@@ -292,6 +312,24 @@ class AccountTable(Mapping[str, Account]):
                 if a is b or a == b:
                     return True
         return self[name] == other[name]
+
+
+def doveadm_users(accounts: Mapping[str, Account]) -> dict[str, int]:
+    """How many accounts read their quota from each doveadm, by its settings as JSON."""
+    if isinstance(accounts, AccountTable):
+        return accounts.doveadm_users()
+    counts: dict[str, int] = {}
+    for account in accounts.values():
+        if (key := _doveadm_key(account)) is not None:
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _doveadm_key(account: Account) -> str | None:
+    """The doveadm an account reads its quota from, as its settings' JSON (None: not doveadm)."""
+    if account.quota_source != "doveadm" or account.doveadm is None:
+        return None
+    return account.doveadm.model_dump_json()
 
 
 def config_base(config_path: str) -> Path | None:

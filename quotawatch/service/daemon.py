@@ -20,7 +20,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from quotawatch.config import Account, Config, load_config
 from quotawatch.config.secrets import SecretCache
-from quotawatch.config.sources import AccountTable
+from quotawatch.config.sources import AccountTable, doveadm_users
 from quotawatch.errors import ConfigError
 from quotawatch.mail.connect import open_session
 from quotawatch.mail.oauth2.signin import refresh_lapses
@@ -130,6 +130,7 @@ class Daemon:
             self.collector.oauth2_expiry = lambda: refresh_lapses(oauth2, tokens)
         self.runtime = Runtime(rt.config, rt.accounts, rt.secrets, rt_warn, rt.spans)
         self.quotas.max_age = rt.config.schedule.interval / 2
+        self.quotas.expect(doveadm_users(rt.accounts))
         self.collector.configure(
             list(rt.accounts),
             rt.config.metrics.top_folders,

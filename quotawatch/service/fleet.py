@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -96,6 +96,13 @@ class QuotaCache:
         self._lock = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
         self._entries: dict[str, tuple[datetime, Quotas | QuotawatchError]] = {}
+        #: how many accounts read each doveadm's quota (by its settings), see :meth:`expect`
+        self._users: dict[str, int] = {}
+
+    def expect(self, users: Mapping[str, int]) -> None:
+        """How many accounts read the quota of each doveadm (``doveadm_users``): the longer
+        its answer may take (``QUOTA_SECONDS_PER_USER``)."""
+        self._users = dict(users)
 
     def get(self, access: DoveadmAccess, secrets: SecretCache) -> Quotas:
         """Every user's quota; raises the doveadm error (also a cached one)."""
@@ -106,17 +113,19 @@ class QuotaCache:
             now = self.clock()
             entry = self._entries.get(key)
             if entry is None or now - entry[0] >= self.max_age:
-                entry = (now, self._fetch(access, secrets))
+                entry = (now, self._fetch(access, secrets, self._users.get(key, 0)))
                 self._entries[key] = entry
         if isinstance(entry[1], QuotawatchError):
             raise entry[1]
         return entry[1]
 
-    def _fetch(self, access: DoveadmAccess, secrets: SecretCache) -> Quotas | QuotawatchError:
+    def _fetch(
+        self, access: DoveadmAccess, secrets: SecretCache, users: int
+    ) -> Quotas | QuotawatchError:
         started = time.monotonic()
         self.calls += 1
         try:
-            quotas = self.doveadm_factory(access, secrets).quotas()
+            quotas = self.doveadm_factory(access, secrets).quotas(users)
         except QuotawatchError as exc:
             log.error("doveadm %s: quota of all users failed: %s", access.label, exc)
             return exc
@@ -206,14 +215,16 @@ def check_accounts(
     over IMAP only at or above ``imap_when_above``), the others over IMAP/POP3; config order."""
     now = clock()
     answers: dict[str, Quotas | QuotawatchError] = {}
+    users: dict[str, tuple[DoveadmAccess, int]] = {}
     for account in accounts:
         if account.quota_source == "doveadm" and account.doveadm is not None:
             key = account.doveadm.model_dump_json()
-            if key not in answers:
-                try:
-                    answers[key] = doveadm_factory(account.doveadm, secrets).quotas()
-                except QuotawatchError as exc:
-                    answers[key] = exc
+            users[key] = (account.doveadm, users.get(key, (account.doveadm, 0))[1] + 1)
+    for key, (access, count) in users.items():
+        try:
+            answers[key] = doveadm_factory(access, secrets).quotas(count)
+        except QuotawatchError as exc:
+            answers[key] = exc
 
     def one(account: Account) -> AccountReport:
         if account.quota_source != "doveadm" or account.doveadm is None:
