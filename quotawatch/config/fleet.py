@@ -56,7 +56,7 @@ class DoveadmAccess(Strict):
         gt=0,
         description=(
             "Seconds to wait for doveadm's answer; the quota of all users, one answer sent "
-            "when the last user is done, may take at least 10 ms per account that reads it."
+            "when the last user is done, may take 20 ms per account that reads it."
         ),
         examples=[120],
     )
