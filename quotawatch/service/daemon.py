@@ -157,13 +157,14 @@ class Daemon:
         )
         now = self.clock()
         shared: Triggers = {}
+        # Not a DateTrigger: APScheduler 3 removes a spent one-shot job without a lock check
+        # and its thread dies if shutdown() comes in between (SIGTERM during --once). One
+        # trigger for all (it never changes), not one per account.
+        never_again = IntervalTrigger(days=36500, timezone=UTC)
         for name in self.runtime.accounts:
             if once:
-                # Not a DateTrigger: APScheduler 3 removes a spent one-shot job without a lock
-                # check and its thread dies if shutdown() comes in between (SIGTERM during --once).
-                self.scheduler.add_job(self.run_job, IntervalTrigger(days=36500, timezone=UTC),
-                                       args=(name,), id=name, name=name, next_run_time=now,
-                                       misfire_grace_time=None)  # fmt: skip
+                self.scheduler.add_job(self.run_job, never_again, args=(name,), id=name,
+                                       name=name, next_run_time=now, misfire_grace_time=None)  # fmt: skip
             else:
                 self._schedule(name, self._first_run(name, now), shared)
         if not once:
