@@ -736,13 +736,20 @@ class Dovecot:
         return result
 
     def kill_user_sessions(self, user: str) -> None:
-        """Disconnect all of *user*'s IMAP and POP3 sessions (``doveadm kick``)."""
+        """Disconnect all of *user*'s IMAP and POP3 sessions (``doveadm kick``) and return once
+        anvil lists none of them: kick only signals the processes, and a command the client
+        sends meanwhile (a POP3 QUIT, say) could still be carried out before they go."""
         try:
             self.doveadm("kick", user)
         except DoveadmError as exc:
             # exit 68 (EX_NOUSER): the user had no sessions.
             if exc.returncode != 68:
                 raise
+        deadline = time.monotonic() + 10
+        while any(line.split()[:1] == [user] for line in self.doveadm("who", user).splitlines()):
+            if time.monotonic() > deadline:
+                raise SandboxError(f"{user}'s sessions still listed 10 s after doveadm kick")
+            time.sleep(0.02)
 
     def folder_path(self, user: str, folder: str) -> Path:
         """Directory of *folder* (``INBOX``, ``Archive/2023``, ...) in the user's Maildir."""
