@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from pathlib import Path
@@ -30,6 +31,8 @@ def _read_usernames(path: Path) -> list[str]:
 
 
 _PLACEHOLDER = re.compile(r"\{(user|email)\}")
+#: the account fields that say where its quota comes from
+_DOVEADM_FIELDS = frozenset({"doveadm", "quota_source"})
 
 
 class Listed(NamedTuple):
@@ -270,23 +273,22 @@ class AccountTable(Mapping[str, Account]):
     def __len__(self) -> int:
         return len(self._rows)
 
-    def doveadm_users(self) -> dict[str, int]:
+    def doveadm_users(self) -> Counter[str]:
         """How many accounts read their quota from each doveadm (``quota_source: doveadm``), by
-        its settings as JSON; a compact row counts as its prototype, without being built."""
-        counts: dict[str, int] = {}
-        keys: dict[int, str | None] = {}
+        its settings as JSON (:func:`doveadm_key`); the compact rows of a group whose template
+        fills in neither setting count as its prototype, without being built."""
+        counts: Counter[str] = Counter()
+        per_group: Counter[int] = Counter()
+        same = [not _DOVEADM_FIELDS & set(varying) for _proto, varying in self._groups]
         for row in self._rows.values():
-            if isinstance(row, tuple) and not {"doveadm", "quota_source"} & set(
-                self._groups[row[0]][1]
-            ):
-                if row[0] not in keys:
-                    proto = self._groups[row[0]][0]
-                    keys[row[0]] = _doveadm_key(proto) if proto is not None else None
-                key = keys[row[0]]
-            else:
-                key = _doveadm_key(row if isinstance(row, Account) else self._build(row))
-            if key is not None:
-                counts[key] = counts.get(key, 0) + 1
+            if isinstance(row, tuple) and same[row[0]]:
+                per_group[row[0]] += 1
+            elif key := doveadm_key(row if isinstance(row, Account) else self._build(row)):
+                counts[key] += 1
+        for group, n in per_group.items():
+            proto = self._groups[group][0]
+            if proto is not None and (key := doveadm_key(proto)):
+                counts[key] += n
         return counts
 
     def _build(self, row: tuple[int, tuple[Any, ...]]) -> Account:
@@ -314,18 +316,14 @@ class AccountTable(Mapping[str, Account]):
         return self[name] == other[name]
 
 
-def doveadm_users(accounts: Mapping[str, Account]) -> dict[str, int]:
-    """How many accounts read their quota from each doveadm, by its settings as JSON."""
+def doveadm_users(accounts: Mapping[str, Account]) -> Counter[str]:
+    """How many accounts read their quota from each doveadm, by :func:`doveadm_key`."""
     if isinstance(accounts, AccountTable):
         return accounts.doveadm_users()
-    counts: dict[str, int] = {}
-    for account in accounts.values():
-        if (key := _doveadm_key(account)) is not None:
-            counts[key] = counts.get(key, 0) + 1
-    return counts
+    return Counter(key for a in accounts.values() if (key := doveadm_key(a)))
 
 
-def _doveadm_key(account: Account) -> str | None:
+def doveadm_key(account: Account) -> str | None:
     """The doveadm an account reads its quota from, as its settings' JSON (None: not doveadm)."""
     if account.quota_source != "doveadm" or account.doveadm is None:
         return None

@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from quotawatch.config import Account
 from quotawatch.config.fleet import DoveadmAccess
 from quotawatch.config.secrets import SecretCache
+from quotawatch.config.sources import doveadm_key
 from quotawatch.errors import ProtocolError, QuotawatchError
 from quotawatch.mail.connect import open_session
 from quotawatch.mail.doveadm import Quotas
@@ -215,14 +217,15 @@ def check_accounts(
     over IMAP only at or above ``imap_when_above``), the others over IMAP/POP3; config order."""
     now = clock()
     answers: dict[str, Quotas | QuotawatchError] = {}
-    users: dict[str, tuple[DoveadmAccess, int]] = {}
+    access: dict[str, DoveadmAccess] = {}
+    users: Counter[str] = Counter()  # accounts per doveadm: how long its answer may take
     for account in accounts:
-        if account.quota_source == "doveadm" and account.doveadm is not None:
-            key = account.doveadm.model_dump_json()
-            users[key] = (account.doveadm, users.get(key, (account.doveadm, 0))[1] + 1)
-    for key, (access, count) in users.items():
+        if account.doveadm is not None and (key := doveadm_key(account)):
+            access[key] = account.doveadm
+            users[key] += 1
+    for key, count in users.items():
         try:
-            answers[key] = doveadm_factory(access, secrets).quotas(count)
+            answers[key] = doveadm_factory(access[key], secrets).quotas(count)
         except QuotawatchError as exc:
             answers[key] = exc
 
